@@ -1,0 +1,29 @@
+"""tfbdl: Bayesian deep learning layers for Keras 3 on TensorFlow and TensorFlow Probability.
+
+    import keras, tfbdl
+    model = keras.Sequential([keras.Input((2,)),
+                              tfbdl.layers.DenseFlipout(32, activation="tanh"),
+                              tfbdl.layers.DenseFlipout(1, activation="sigmoid")])
+    tfbdl.set_kl_weight(model, num_examples=len(x_train))
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x_train, y_train, epochs=100)
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        "tfbdl needs Keras' TensorFlow backend, got KERAS_BACKEND="
+        f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
+    )
+
+from tfbdl import layers, posteriors, priors  # noqa: E402
+from tfbdl.model_tools import bayesian_layers, posterior_mean, set_kl_weight  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["layers", "priors", "posteriors", "bayesian_layers", "posterior_mean", "set_kl_weight"]

@@ -1,0 +1,224 @@
+"""`BayesianLayer`: a Keras Dense/Conv layer made Bayesian by two plugged objects.
+
+A Bayesian layer is its Keras twin (same arguments, config, output shapes and linear op)
+plus a posterior over its kernel (where `kernel_initializer` & co. initialize the means),
+a prior whose KL enters the model's losses through `add_loss`, and a gradient estimator
+(the class attribute `estimator`, the only thing that differs between the classes).
+
+The bias is a deterministic weight unless `bias_prior=` is given; then it gets the same
+mean-field posterior and is sampled once per batch.
+
+The KL is added as `kl_weight * KL(q || p)`, where `kl_weight` is a non-trainable variable
+(1 / number of training examples, set once per model by `tfbdl.set_kl_weight`), so the
+model's loss is the per-example negative ELBO `NLL + KL / N`, and annealing can change the
+weight without retracing.
+"""
+
+import warnings
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfbdl import posteriors, priors
+
+_UNSET_KL_WEIGHT_WARNED = False
+
+
+def _warn_unset_kl_weight(layer):
+    global _UNSET_KL_WEIGHT_WARNED
+    if _UNSET_KL_WEIGHT_WARNED:
+        return
+    _UNSET_KL_WEIGHT_WARNED = True
+    warnings.warn(
+        f"tfbdl: training Bayesian layer '{layer.name}' with no KL weight set, so the "
+        "full KL (weight 1.0) is added to a loss that averages over the batch. State the "
+        "number of training examples once: tfbdl.set_kl_weight(model, num_examples=N).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+class BayesianLayer:
+    """Mixin placed before a Keras layer class; see the module docstring.
+
+    Args (besides those of the Keras twin):
+        prior: prior over the kernel: a `tfbdl.priors.Prior`, a `tfp.distributions.Distribution`
+            or a callable `(shape, dtype) -> Distribution`. Default `Gaussian(1.0)`.
+        bias_prior: prior over the bias, same forms; `None` (default) keeps the bias a
+            deterministic weight.
+        posterior: the variational family, default `tfbdl.posteriors.MeanFieldNormal()`.
+        seed: seed of the layer's `keras.random.SeedGenerator`, for reproducible sampling.
+    """
+
+    estimator = None  # (layer, inputs, kernel, seed) -> (outputs, kernel_sample)
+
+    def __init__(self, *args, prior=None, bias_prior=None, posterior=None, seed=None, **kwargs):
+        prior = priors.get(prior, "prior") or priors.Gaussian()
+        bias_prior = priors.get(bias_prior, "bias_prior")
+        posterior = posteriors.get(posterior)
+        # Variational parameters and the KL stay float32 under a mixed-precision policy:
+        # the estimators cast what they feed the linear op to the compute dtype themselves.
+        kwargs.setdefault("autocast", False)
+        super().__init__(*args, **kwargs)
+        if getattr(self, "lora_rank", None):
+            raise ValueError(
+                f"{type(self).__name__}: `lora_rank` is not supported by Bayesian layers, "
+                f"got lora_rank={self.lora_rank!r}."
+            )
+        self.prior = prior
+        self.bias_prior = bias_prior
+        self.posterior = posterior
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.use_posterior_mean = False  # toggled by tfbdl.posterior_mean(model)
+        self.kl_weight_value = None  # the Python value set by tfbdl.set_kl_weight
+        self.kernel_posterior = None
+        self.bias_posterior = None
+        self._deterministic_bias = None
+
+    # ------------------------------------------------------------------ family hooks
+
+    channel_axis = -1
+
+    def weight_shapes(self, input_shape):
+        """(kernel shape, bias shape) for `input_shape`; sets `input_spec`. Family-specific."""
+        raise NotImplementedError
+
+    def linear(self, inputs, kernel):
+        """The twin's deterministic op with the given kernel. Family-specific."""
+        raise NotImplementedError
+
+    def add_bias(self, outputs, bias):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ weights
+
+    def build(self, input_shape):
+        kernel_shape, bias_shape = self.weight_shapes(input_shape)
+        # Validate every prior before creating any variable.
+        self.prior.check_shape(kernel_shape, "prior")
+        if self.use_bias and self.bias_prior is not None:
+            self.bias_prior.check_shape(bias_shape, "bias_prior")
+
+        self.kernel_posterior = self.posterior.build(
+            self, "kernel", kernel_shape, self.kernel_initializer,
+            self.kernel_regularizer, self.kernel_constraint,
+        )
+        self.kernel_prior_term = self.prior.bind(self, "kernel", kernel_shape)
+        if self.use_bias and self.bias_prior is not None:
+            self.bias_posterior = self.posterior.build(
+                self, "bias", bias_shape, self.bias_initializer,
+                self.bias_regularizer, self.bias_constraint,
+            )
+            self.bias_prior_term = self.bias_prior.bind(self, "bias", bias_shape)
+        elif self.use_bias:
+            self._deterministic_bias = self.add_weight(
+                name="bias", shape=bias_shape, initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+                dtype="float32",
+            )
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), trainable=False, dtype="float32",
+            initializer=keras.initializers.Constant(
+                1.0 if self.kl_weight_value is None else self.kl_weight_value
+            ),
+        )
+        self.built = True
+
+    @property
+    def kernel(self):
+        """The kernel's posterior mean (what the Keras twin would call its kernel)."""
+        if not self.built:
+            raise AttributeError(f"Build layer '{self.name}' before accessing `kernel`.")
+        return self.kernel_posterior.loc
+
+    @property
+    def bias(self):
+        """The bias's posterior mean, the deterministic bias, or None without a bias."""
+        if self.bias_posterior is not None:
+            return self.bias_posterior.loc
+        return self._deterministic_bias
+
+    def set_kl_weight(self, value):
+        """Sets the KL weight (use `tfbdl.set_kl_weight(model, ...)` for a whole model)."""
+        self.kl_weight_value = float(value)
+        if self.built:
+            self.kl_weight.assign(self.kl_weight_value)
+
+    # ------------------------------------------------------------------ forward pass
+
+    def call(self, inputs, training=None):
+        if training and self.kl_weight_value is None:
+            _warn_unset_kl_weight(self)
+        kernel_seed, kernel_kl_seed, bias_seed, bias_kl_seed = self._next_seeds(4)
+
+        if self.use_posterior_mean:
+            outputs = self.linear(inputs, tf.cast(self.kernel_posterior.loc, inputs.dtype))
+            kernel_sample = None
+        else:
+            # `estimator` is a plain function stored on the class, so it is bound: it gets `self`.
+            outputs, kernel_sample = self.estimator(inputs, self.kernel_posterior, kernel_seed)
+        kl = self._weight_kl(self.kernel_posterior, self.kernel_prior_term, kernel_sample, kernel_kl_seed)
+
+        if self.bias_posterior is not None:
+            bias_sample = None if self.use_posterior_mean else self.bias_posterior.sample(bias_seed)
+            kl += self._weight_kl(self.bias_posterior, self.bias_prior_term, bias_sample, bias_kl_seed)
+            bias = self.bias_posterior.loc if bias_sample is None else bias_sample
+            outputs = self.add_bias(outputs, tf.cast(bias, outputs.dtype))
+        elif self.use_bias:
+            outputs = self.add_bias(outputs, tf.cast(self._deterministic_bias, outputs.dtype))
+
+        self.add_loss(self.kl_weight * kl)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    @staticmethod
+    def _weight_kl(posterior, prior_term, sample, seed):
+        """The prior term's KL, drawing a fresh weight sample only if it needs one."""
+        if prior_term.requires_sample and sample is None:
+            sample = posterior.sample(seed)
+        return prior_term.kl(posterior, sample)
+
+    def kl_divergence(self):
+        """KL(q || p) of this layer's weights (unweighted; a fresh sample for Monte Carlo terms)."""
+        kernel_seed, bias_seed = self._next_seeds(2)
+        kl = self._weight_kl(self.kernel_posterior, self.kernel_prior_term, None, kernel_seed)
+        if self.bias_posterior is not None:
+            kl += self._weight_kl(self.bias_posterior, self.bias_prior_term, None, bias_seed)
+        return kl
+
+    def _next_seeds(self, n):
+        """n independent stateless seeds from one step of the layer's SeedGenerator."""
+        # SeedGenerator state is int64; stateless TF ops want int32 (as keras.random does).
+        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+        return tfp.random.split_seed(seed, n=n)
+
+    # ------------------------------------------------------------------ saving
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            prior=keras.saving.serialize_keras_object(self.prior),
+            bias_prior=(
+                None if self.bias_prior is None
+                else keras.saving.serialize_keras_object(self.bias_prior)
+            ),
+            posterior=keras.saving.serialize_keras_object(self.posterior),
+            seed=self.seed,
+        )
+        return config
+
+    def save_own_variables(self, store):
+        # The Keras twins save only `kernel` and `bias`; a Bayesian layer saves all its state.
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def enable_lora(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not support LoRA.")
+
+    def quantize(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not support quantization.")

@@ -1,0 +1,136 @@
+"""Variational posteriors over a layer's weights.
+
+A posterior is a *description* (like a Keras initializer): `MeanFieldNormal(initial_scale=0.01)`
+can be handed to many layers, and `build` creates the variables of one weight tensor inside the
+layer that uses it, so Keras tracks, trains and saves them with that layer.
+
+Mean-field Normal (Blundell et al. 2015, "Weight Uncertainty in Neural Networks"):
+
+    q(w) = prod_i Normal(w_i | mu_i, sigma_i^2),   sigma_i = softplus(rho_i)
+
+The softplus keeps sigma positive with a gradient everywhere; `rho` starts at
+softplus^-1(initial_scale) so a fresh layer behaves like its deterministic twin plus a little
+noise.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+__all__ = ["MeanFieldNormal", "NormalWeights", "get"]
+
+
+def _softplus_inverse(x):
+    """softplus^-1(x) = log(exp(x) - 1), computed stably for small and large x."""
+    x = float(x)
+    return x + np.log(-np.expm1(-x))
+
+
+class NormalWeights:
+    """The variables of one mean-field Normal weight tensor, owned by a layer.
+
+    Attributes:
+        loc: the variable `mu` (also the weight used under `tfbdl.posterior_mean`).
+        untransformed_scale: the variable `rho`, with `sigma = softplus(rho)`.
+    """
+
+    def __init__(self, loc, untransformed_scale):
+        self.loc = loc
+        self.untransformed_scale = untransformed_scale
+
+    @property
+    def shape(self):
+        return tuple(self.loc.shape)
+
+    def scale(self):
+        """sigma = softplus(rho), as a float32 tensor."""
+        return tf.nn.softplus(tf.convert_to_tensor(self.untransformed_scale))
+
+    def distribution(self):
+        """q(w) as a `tfd.Normal` with batch shape equal to the weight shape."""
+        return tfd.Normal(tf.convert_to_tensor(self.loc), self.scale())
+
+    def sample(self, seed):
+        """One reparameterized draw w = mu + sigma * eps, eps ~ N(0, I) (stateless seed)."""
+        return self.loc + self.scale() * tf.random.stateless_normal(
+            self.shape, seed=seed, dtype=self.loc.dtype
+        )
+
+
+@keras.saving.register_keras_serializable(package="tfbdl")
+class MeanFieldNormal:
+    """Fully factorized Normal posterior with softplus-parameterized scale.
+
+    Args:
+        initial_scale: sigma of every weight at initialization (> 0). Small, so training
+            starts close to the deterministic network.
+        loc_initializer: initializer of the means; `None` uses the layer's own
+            `kernel_initializer` / `bias_initializer` (as its Keras twin would).
+
+    Example:
+        >>> layer = tfbdl.layers.DenseFlipout(
+        ...     64, posterior=tfbdl.posteriors.MeanFieldNormal(initial_scale=0.05))
+    """
+
+    def __init__(self, initial_scale=0.01, loc_initializer=None):
+        if not np.isscalar(initial_scale) or not initial_scale > 0:
+            raise ValueError(
+                "MeanFieldNormal: `initial_scale` must be a positive number, "
+                f"got initial_scale={initial_scale!r}."
+            )
+        self.initial_scale = float(initial_scale)
+        self.loc_initializer = (
+            None if loc_initializer is None else keras.initializers.get(loc_initializer)
+        )
+
+    def build(self, layer, name, shape, initializer, regularizer=None, constraint=None):
+        """Creates `{name}_loc` and `{name}_untransformed_scale` in `layer` (float32)."""
+        loc = layer.add_weight(
+            name=f"{name}_loc",
+            shape=shape,
+            initializer=self.loc_initializer or initializer,
+            regularizer=regularizer,
+            constraint=constraint,
+            dtype="float32",
+        )
+        untransformed_scale = layer.add_weight(
+            name=f"{name}_untransformed_scale",
+            shape=shape,
+            initializer=keras.initializers.Constant(_softplus_inverse(self.initial_scale)),
+            dtype="float32",
+        )
+        return NormalWeights(loc, untransformed_scale)
+
+    def get_config(self):
+        return {
+            "initial_scale": self.initial_scale,
+            "loc_initializer": (
+                None
+                if self.loc_initializer is None
+                else keras.saving.serialize_keras_object(self.loc_initializer)
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"MeanFieldNormal(initial_scale={self.initial_scale})"
+
+
+def get(posterior):
+    """Resolves the layer argument `posterior=`: None, a posterior, or its serialized dict."""
+    if posterior is None:
+        return MeanFieldNormal()
+    if isinstance(posterior, dict):
+        posterior = keras.saving.deserialize_keras_object(posterior)
+    if not hasattr(posterior, "build"):
+        raise ValueError(
+            "`posterior` must be a tfbdl posterior such as MeanFieldNormal(...), "
+            f"got posterior={posterior!r}."
+        )
+    return posterior

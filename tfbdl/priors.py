@@ -1,0 +1,455 @@
+"""Priors over a layer's weights, and the KL term each one contributes to the ELBO.
+
+One small protocol. A `Prior` is a description, so one instance can be handed to many
+layers. `prior.bind(layer, name, shape)` makes that layer's own `PriorTerm`, creating any
+variables (hyperparameters) inside the layer so Keras tracks, trains and saves them there.
+A term gives
+
+    KL(q(w) || p(w))          closed form where TFP has it (`requires_sample = False`),
+    log q(w~) - log p(w~)     a one-sample Monte Carlo estimate at the layer's own weight
+                              sample w~ ~ q otherwise (`requires_sample = True`).
+
+Built in: `Gaussian`, `HalfNormalHierarchical`, `SpikeAndSlab`, `Informed`; any
+`tfp.distributions.Distribution`, or a callable `(shape, dtype) -> Distribution`, is
+accepted too (`DistributionPrior`).
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfbdl.posteriors import _softplus_inverse
+
+tfd = tfp.distributions
+
+__all__ = [
+    "Prior",
+    "Gaussian",
+    "HalfNormalHierarchical",
+    "SpikeAndSlab",
+    "Informed",
+    "DistributionPrior",
+    "get",
+]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _positive_array(value, argument, owner):
+    array = np.asarray(value, dtype=np.float32)
+    if array.size == 0 or not np.all(np.isfinite(array)) or not np.all(array > 0):
+        raise ValueError(
+            f"{owner}: `{argument}` must be positive and finite, got {argument}={value!r}."
+        )
+    return array
+
+
+def _check_broadcast(part_shape, weight_shape, argument, owner):
+    """Raises unless an array of `part_shape` broadcasts to exactly `weight_shape`."""
+    try:
+        fits = np.broadcast_shapes(tuple(part_shape), tuple(weight_shape)) == tuple(weight_shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"`{argument}`: {owner} has shape {tuple(part_shape)}, which cannot broadcast "
+            f"to the weight shape {tuple(weight_shape)}."
+        )
+
+
+# --------------------------------------------------------------------------- KL terms
+
+
+class PriorTerm:
+    """One layer's prior over one weight tensor; `kl` returns a float32 scalar."""
+
+    requires_sample = False
+
+    def kl(self, posterior, sample):
+        raise NotImplementedError
+
+    def summary(self):
+        """Learned hyperparameters worth reporting (e.g. `{"tau": ...}`); empty by default."""
+        return {}
+
+
+class ClosedFormKL(PriorTerm):
+    """sum_i KL(q(w_i) || p(w_i)) from `tfd.kl_divergence`."""
+
+    def __init__(self, make_prior):
+        self._make_prior = make_prior
+
+    def kl(self, posterior, sample):
+        return tf.reduce_sum(tfd.kl_divergence(posterior.distribution(), self._make_prior()))
+
+
+class MonteCarloKL(PriorTerm):
+    """log q(w~) - log p(w~) at a sample w~ ~ q: an unbiased one-sample KL estimate."""
+
+    requires_sample = True
+
+    def __init__(self, make_prior):
+        self._make_prior = make_prior
+
+    def kl(self, posterior, sample):
+        log_q = tf.reduce_sum(posterior.distribution().log_prob(sample))
+        log_p = tf.reduce_sum(self._make_prior().log_prob(sample))
+        return log_q - log_p
+
+
+# --------------------------------------------------------------------------- priors
+
+
+class Prior:
+    """Base class of the built-in priors (a description; see the module docstring)."""
+
+    def check_shape(self, shape, argument):
+        """Raises `ValueError` naming `argument` if this prior cannot cover `shape`."""
+
+    def bind(self, layer, name, shape):
+        """Returns the `PriorTerm` of `layer`'s weight `name` of shape `shape`."""
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfbdl")
+class Gaussian(Prior):
+    """Fixed Normal prior p(w) = N(loc, scale^2); closed-form KL.
+
+    Args:
+        scale: prior standard deviation (> 0), a number or an array broadcastable to
+            the weight shape.
+        loc: prior mean, a number or such an array.
+
+    Example:
+        >>> tfbdl.layers.DenseFlipout(10, prior=tfbdl.priors.Gaussian(scale=0.5))
+    """
+
+    def __init__(self, scale=1.0, loc=0.0):
+        self.scale = _positive_array(scale, "scale", type(self).__name__)
+        self.loc = np.asarray(loc, dtype=np.float32)
+        if not np.all(np.isfinite(self.loc)):
+            raise ValueError(f"Gaussian: `loc` must be finite, got loc={loc!r}.")
+
+    def check_shape(self, shape, argument):
+        _check_broadcast(self.loc.shape, shape, argument, "Gaussian `loc`")
+        _check_broadcast(self.scale.shape, shape, argument, "Gaussian `scale`")
+
+    def bind(self, layer, name, shape):
+        self.check_shape(shape, name)
+        return ClosedFormKL(lambda: tfd.Normal(self.loc, self.scale))
+
+    def get_config(self):
+        return {"scale": self.scale.tolist(), "loc": self.loc.tolist()}
+
+    def __repr__(self):
+        return f"Gaussian(scale={self.scale.tolist()}, loc={self.loc.tolist()})"
+
+
+@keras.saving.register_keras_serializable(package="tfbdl")
+class Informed(Prior):
+    """Normal prior centred on given (e.g. pretrained) weights: p(w) = N(loc, scale^2).
+
+    For transfer learning with informed priors. `loc` (and an array `scale`) are stored as
+    non-trainable variables of the layer, so they are saved in the weights file rather
+    than in the model's JSON config.
+
+    Example:
+        >>> trained = dense.get_weights()[0]
+        >>> tfbdl.layers.DenseFlipout(10, prior=tfbdl.priors.Informed(trained, scale=0.1))
+    """
+
+    def __init__(self, loc, scale):
+        self.loc = np.asarray(loc, dtype=np.float32)
+        if not np.all(np.isfinite(self.loc)):
+            raise ValueError("Informed: `loc` must be finite, got non-finite values.")
+        self.scale = _positive_array(scale, "scale", "Informed")
+
+    def check_shape(self, shape, argument):
+        _check_broadcast(self.loc.shape, shape, argument, "Informed `loc`")
+        _check_broadcast(self.scale.shape, shape, argument, "Informed `scale`")
+
+    def bind(self, layer, name, shape):
+        self.check_shape(shape, name)
+        loc = layer.add_weight(
+            name=f"{name}_prior_loc",
+            shape=self.loc.shape,
+            initializer=keras.initializers.Constant(self.loc),
+            trainable=False,
+            dtype="float32",
+        )
+        scale = layer.add_weight(
+            name=f"{name}_prior_scale",
+            shape=self.scale.shape,
+            initializer=keras.initializers.Constant(self.scale),
+            trainable=False,
+            dtype="float32",
+        )
+        return ClosedFormKL(lambda: tfd.Normal(tf.convert_to_tensor(loc), tf.convert_to_tensor(scale)))
+
+    def get_config(self):
+        # The values live in the layer's variables; the config keeps only their shapes.
+        return {"loc_shape": list(self.loc.shape), "scale_shape": list(self.scale.shape)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(np.zeros(config["loc_shape"]), np.ones(config["scale_shape"]))
+
+    def __repr__(self):
+        return f"Informed(loc of shape {self.loc.shape}, scale of shape {self.scale.shape})"
+
+
+class HierarchicalKL(PriorTerm):
+    """KL term of w | tau ~ N(0, tau^2), tau ~ HalfNormal(a), q(tau) = LogNormal(m, s^2).
+
+    With q(w_i) = N(mu_i, sigma_i^2), everything is in closed form:
+
+        E_q(tau) KL(q(w_i) || N(0, tau^2))
+            = E[log tau] - log sigma_i + (sigma_i^2 + mu_i^2) / 2 * E[tau^-2] - 1/2,
+              E[log tau] = m,   E[tau^-2] = exp(-2m + 2s^2);
+        KL(q(tau) || HalfNormal(a))
+            = -H[q(tau)] - 1/2 log(2/pi) + log a + E[tau^2] / (2 a^2),
+              H[q(tau)] = m + 1/2 + log s + 1/2 log(2 pi),   E[tau^2] = exp(2m + 2s^2).
+    """
+
+    def __init__(self, prior_scale, tau_loc, tau_untransformed_scale):
+        self.prior_scale = float(prior_scale)
+        self.tau_loc = tau_loc
+        self.tau_untransformed_scale = tau_untransformed_scale
+
+    def _tau_posterior(self):
+        m = tf.convert_to_tensor(self.tau_loc)
+        return m, tf.nn.softplus(tf.convert_to_tensor(self.tau_untransformed_scale))
+
+    def kl(self, posterior, sample):
+        m, s = self._tau_posterior()
+        mu = tf.convert_to_tensor(posterior.loc)
+        sigma = posterior.scale()
+        expected_inv_tau2 = tf.exp(-2.0 * m + 2.0 * s**2)
+        weights_kl = tf.reduce_sum(
+            m - tf.math.log(sigma) + 0.5 * (sigma**2 + mu**2) * expected_inv_tau2 - 0.5
+        )
+        a = self.prior_scale
+        entropy = m + 0.5 + tf.math.log(s) + 0.5 * math.log(2.0 * math.pi)
+        expected_log_prior = 0.5 * math.log(2.0 / math.pi) - math.log(a) - tf.exp(2.0 * m + 2.0 * s**2) / (2.0 * a**2)
+        tau_kl = tf.reduce_sum(-entropy - expected_log_prior)
+        return weights_kl + tau_kl
+
+    @property
+    def tau(self):
+        """Posterior mean of the learned prior scale, E_q[tau] = exp(m + s^2 / 2)."""
+        m, s = self._tau_posterior()
+        return tf.exp(m + 0.5 * s**2)
+
+    def summary(self):
+        return {"tau": self.tau}
+
+
+@keras.saving.register_keras_serializable(package="tfbdl")
+class HalfNormalHierarchical(Prior):
+    """Hierarchical prior that learns its own regularization strength.
+
+        tau ~ HalfNormal(scale),    w | tau ~ N(0, tau^2)
+
+    with one tau per layer (or, with `per_unit=True`, one per output unit: the last axis of
+    the kernel). tau gets its own variational posterior q(tau) = LogNormal(m, s^2), whose
+    variables live in the layer, and the KL of (w, tau) enters the ELBO in closed form
+    (see `HierarchicalKL`). This is the "hierarchical regularization" of the PyMC ADVI
+    MNIST study; Neal (1996), "Bayesian Learning for Neural Networks", ch. 1.
+
+    The learned tau is `layer.kernel_prior_term.tau` (and `tfbdl.learned_tau(model)`).
+
+    Example:
+        >>> p = tfbdl.priors.HalfNormalHierarchical(1.0)
+        >>> model = keras.Sequential([tfbdl.layers.DenseFlipout(800, prior=p), ...])
+    """
+
+    def __init__(self, scale=1.0, per_unit=False):
+        if not np.isscalar(scale) or not np.isfinite(scale) or not scale > 0:
+            raise ValueError(
+                "HalfNormalHierarchical: `scale` must be a positive number, "
+                f"got scale={scale!r}."
+            )
+        self.scale = float(scale)
+        self.per_unit = bool(per_unit)
+
+    def bind(self, layer, name, shape):
+        tau_shape = (shape[-1],) if self.per_unit else ()
+        # Start q(tau) near the prior mean, E[tau] = scale * sqrt(2 / pi), fairly narrow.
+        initial_m = math.log(self.scale * math.sqrt(2.0 / math.pi))
+        tau_loc = layer.add_weight(
+            name=f"{name}_tau_loc",
+            shape=tau_shape,
+            initializer=keras.initializers.Constant(initial_m),
+            dtype="float32",
+        )
+        tau_untransformed_scale = layer.add_weight(
+            name=f"{name}_tau_untransformed_scale",
+            shape=tau_shape,
+            initializer=keras.initializers.Constant(_softplus_inverse(0.1)),
+            dtype="float32",
+        )
+        return HierarchicalKL(self.scale, tau_loc, tau_untransformed_scale)
+
+    def get_config(self):
+        return {"scale": self.scale, "per_unit": self.per_unit}
+
+    def __repr__(self):
+        return f"HalfNormalHierarchical(scale={self.scale}, per_unit={self.per_unit})"
+
+
+@keras.saving.register_keras_serializable(package="tfbdl")
+class SpikeAndSlab(Prior):
+    """Scale-mixture prior of Blundell et al. (2015), "Weight Uncertainty in Neural Networks":
+
+        p(w) = pi * N(w | 0, slab_scale^2) + (1 - pi) * N(w | 0, spike_scale^2)
+
+    No closed-form KL against a Normal posterior, so the term is the one-sample Monte Carlo
+    estimate at the layer's weight sample. The narrow spike drives many weights to zero.
+
+    Example:
+        >>> tfbdl.layers.DenseFlipout(10, prior=tfbdl.priors.SpikeAndSlab(pi=0.5))
+    """
+
+    def __init__(self, pi=0.5, slab_scale=1.0, spike_scale=1e-3):
+        if not np.isscalar(pi) or not 0.0 < pi < 1.0:
+            raise ValueError(f"SpikeAndSlab: `pi` must lie in (0, 1), got pi={pi!r}.")
+        for argument, value in (("slab_scale", slab_scale), ("spike_scale", spike_scale)):
+            if not np.isscalar(value) or not np.isfinite(value) or not value > 0:
+                raise ValueError(
+                    f"SpikeAndSlab: `{argument}` must be a positive number, "
+                    f"got {argument}={value!r}."
+                )
+        self.pi = float(pi)
+        self.slab_scale = float(slab_scale)
+        self.spike_scale = float(spike_scale)
+
+    def distribution(self):
+        """The mixture as a `tfd.MixtureSameFamily` with scalar batch and event shape."""
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(probs=[self.pi, 1.0 - self.pi]),
+            components_distribution=tfd.Normal(loc=[0.0, 0.0], scale=[self.slab_scale, self.spike_scale]),
+        )
+
+    def bind(self, layer, name, shape):
+        return MonteCarloKL(self.distribution)
+
+    def get_config(self):
+        return {"pi": self.pi, "slab_scale": self.slab_scale, "spike_scale": self.spike_scale}
+
+    def __repr__(self):
+        return f"SpikeAndSlab(pi={self.pi}, slab_scale={self.slab_scale}, spike_scale={self.spike_scale})"
+
+
+# --------------------------------------------------------------------------- any distribution
+
+
+def _distribution_to_config(distribution):
+    """A JSON-able description of a TFP distribution built from its constructor parameters."""
+    parameters = {}
+    for key, value in distribution.parameters.items():
+        if key in ("name", "validate_args", "allow_nan_stats") or value is None:
+            continue
+        if isinstance(value, tfd.Distribution):
+            value = _distribution_to_config(value)
+        elif tf.is_tensor(value) or isinstance(value, (np.ndarray, list, tuple)):
+            value = {"array": np.asarray(value).tolist()}
+        parameters[key] = value
+    return {"class_name": type(distribution).__name__, "parameters": parameters}
+
+
+def _distribution_from_config(config):
+    parameters = {}
+    for key, value in config["parameters"].items():
+        if isinstance(value, dict) and "class_name" in value:
+            value = _distribution_from_config(value)
+        elif isinstance(value, dict) and "array" in value:
+            value = np.asarray(value["array"], dtype=np.float32)
+        parameters[key] = value
+    return getattr(tfd, config["class_name"])(**parameters)
+
+
+@keras.saving.register_keras_serializable(package="tfbdl")
+class DistributionPrior(Prior):
+    """Any `tfp.distributions.Distribution`, or a callable `(shape, dtype) -> Distribution`.
+
+    The KL is `tfd.kl_divergence` when TFP registers one for (Normal, this distribution),
+    and the one-sample Monte Carlo estimate otherwise. The distribution's
+    `batch_shape + event_shape` must broadcast to the weight shape.
+
+    Example:
+        >>> tfbdl.layers.DenseFlipout(10, prior=tfd.Laplace(0.0, 0.3))
+        >>> tfbdl.layers.DenseFlipout(10, prior=lambda shape, dtype: tfd.Normal(tf.zeros(shape, dtype), 2.0))
+    """
+
+    def __init__(self, distribution):
+        if not (isinstance(distribution, tfd.Distribution) or callable(distribution)):
+            raise ValueError(
+                "DistributionPrior: `distribution` must be a tfp Distribution or a callable "
+                f"(shape, dtype) -> Distribution, got distribution={distribution!r}."
+            )
+        self.distribution = distribution
+
+    def _make(self, shape):
+        if isinstance(self.distribution, tfd.Distribution):
+            return self.distribution
+        made = self.distribution(tuple(shape), tf.float32)
+        if not isinstance(made, tfd.Distribution):
+            raise ValueError(
+                f"DistributionPrior: the callable must return a tfp Distribution, got {made!r}."
+            )
+        return made
+
+    def check_shape(self, shape, argument):
+        made = self._make(shape)
+        full_shape = tuple(made.batch_shape) + tuple(made.event_shape)
+        _check_broadcast(full_shape, shape, argument, f"prior distribution {made.name}")
+
+    def bind(self, layer, name, shape):
+        prior = self._make(shape)
+        self.check_shape(shape, name)
+        probe = tfd.Normal(tf.zeros(shape), tf.ones(shape))
+        try:
+            tfd.kl_divergence(probe, prior)
+        except NotImplementedError:
+            return MonteCarloKL(lambda: prior)
+        return ClosedFormKL(lambda: prior)
+
+    def get_config(self):
+        if isinstance(self.distribution, tfd.Distribution):
+            return {"distribution": _distribution_to_config(self.distribution)}
+        return {"distribution": keras.saving.serialize_keras_object(self.distribution)}
+
+    @classmethod
+    def from_config(cls, config):
+        stored = config["distribution"]
+        if isinstance(stored, dict) and "parameters" in stored:
+            return cls(_distribution_from_config(stored))
+        return cls(keras.saving.deserialize_keras_object(stored))
+
+    def __repr__(self):
+        return f"DistributionPrior({self.distribution!r})"
+
+
+def get(prior, argument="prior"):
+    """Resolves a layer's `prior=` / `bias_prior=` argument to a `Prior` (None stays None)."""
+    if prior is None or isinstance(prior, Prior):
+        return prior
+    if isinstance(prior, dict):
+        return keras.saving.deserialize_keras_object(prior)
+    if isinstance(prior, tfd.Distribution) or callable(prior):
+        return DistributionPrior(prior)
+    raise ValueError(
+        f"`{argument}` must be a tfbdl prior, a tfp Distribution or a callable "
+        f"(shape, dtype) -> Distribution, got {argument}={prior!r}."
+    )
