@@ -21,9 +21,9 @@ if keras.backend.backend() != "tensorflow":
         f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
     )
 
-from tfbdl import layers, posteriors, priors  # noqa: E402
+from tfbdl import data, layers, posteriors, priors  # noqa: E402
 from tfbdl.model_tools import bayesian_layers, posterior_mean, set_kl_weight  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "priors", "posteriors", "bayesian_layers", "posterior_mean", "set_kl_weight"]
+__all__ = ["data", "layers", "priors", "posteriors", "bayesian_layers", "posterior_mean", "set_kl_weight"]
