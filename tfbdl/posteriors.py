@@ -91,7 +91,7 @@ class MeanFieldNormal:
         loc = layer.add_weight(
             name=f"{name}_loc",
             shape=shape,
-            initializer=self.loc_initializer or initializer,
+            initializer=self._fresh_loc_initializer() or initializer,
             regularizer=regularizer,
             constraint=constraint,
             dtype="float32",
@@ -103,6 +103,13 @@ class MeanFieldNormal:
             dtype="float32",
         )
         return NormalWeights(loc, untransformed_scale)
+
+    def _fresh_loc_initializer(self):
+        """A new copy per weight: an unseeded Keras initializer fixes its seed when made, so
+        one shared instance would give every weight it initializes the same values."""
+        if self.loc_initializer is None:
+            return None
+        return type(self.loc_initializer).from_config(self.loc_initializer.get_config())
 
     def get_config(self):
         return {
