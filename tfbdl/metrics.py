@@ -22,6 +22,8 @@ import numpy as np
 import sklearn.metrics
 import tensorflow as tf
 
+from tfbdl.prediction import predict
+
 __all__ = [
     "accuracy",
     "nll",
@@ -208,12 +210,10 @@ def ood_auroc(in_distribution, out_of_distribution, score="mutual_information", 
         raise ValueError(f"`score` must be one of {SCORES}, got score={score!r}.")
     results = []
     for argument, value in (("in_distribution", in_distribution), ("out_of_distribution", out_of_distribution)):
-        if not hasattr(value, "mean"):
+        if not hasattr(value, "mutual_information"):  # inputs, not a tfbdl.predict result
             if model is None:
                 raise ValueError(f"`{argument}` is not a tfbdl.predict result, so `model` is needed "
                                  "to predict it; got model=None.")
-            from tfbdl.predict import predict  # noqa: PLC0415 (predict imports this module)
-
             value = predict(model, value, **predict_kwargs)
         results.append(value)
     return auroc(uncertainty_score(results[1], score), uncertainty_score(results[0], score))
