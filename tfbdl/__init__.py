@@ -23,10 +23,11 @@ if keras.backend.backend() != "tensorflow":
 
 from tfbdl import data, layers, posteriors, priors  # noqa: E402
 from tfbdl.model_tools import bayesian_layers, posterior_mean, set_kl_weight  # noqa: E402
-from tfbdl import metrics, prediction  # noqa: E402
+from tfbdl import convert, metrics, prediction, pruning  # noqa: E402
 from tfbdl.prediction import PredictiveResult, predict  # noqa: E402
+from tfbdl.pruning import prune  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["data", "layers", "priors", "posteriors", "bayesian_layers", "posterior_mean", "set_kl_weight",
-           "metrics", "prediction", "predict", "PredictiveResult"]
+           "metrics", "prediction", "predict", "PredictiveResult", "convert", "pruning", "prune"]
