@@ -26,8 +26,11 @@ from tfbdl.model_tools import bayesian_layers, posterior_mean, set_kl_weight  # 
 from tfbdl import convert, metrics, prediction, pruning  # noqa: E402
 from tfbdl.prediction import PredictiveResult, predict  # noqa: E402
 from tfbdl.pruning import prune  # noqa: E402
+from tfbdl import callbacks, elbo, runtime  # noqa: E402
+from tfbdl.elbo import kl_loss  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["data", "layers", "priors", "posteriors", "bayesian_layers", "posterior_mean", "set_kl_weight",
-           "metrics", "prediction", "predict", "PredictiveResult", "convert", "pruning", "prune"]
+           "metrics", "prediction", "predict", "PredictiveResult", "convert", "pruning", "prune",
+           "callbacks", "elbo", "runtime", "kl_loss"]

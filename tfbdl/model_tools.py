@@ -4,6 +4,7 @@ import contextlib
 
 import keras
 
+from tfbdl import elbo
 from tfbdl.layers.base import BayesianLayer
 
 
@@ -30,7 +31,8 @@ def set_kl_weight(model, num_examples=None, weight=None):
         tfbdl.set_kl_weight(model, num_examples=N)     # weight = 1 / N
 
     `weight=` sets any other value (e.g. during annealing). The weight is a variable, so
-    changing it later does not retrace the model's functions.
+    changing it later does not retrace the model's functions. A `keras.Model` also gets
+    ELBO reporting (`tfbdl.elbo.track_elbo`): its fit/evaluate logs carry `nll` and `kl`.
     """
     if (num_examples is None) == (weight is None):
         raise ValueError(
@@ -48,6 +50,7 @@ def set_kl_weight(model, num_examples=None, weight=None):
         raise ValueError(f"set_kl_weight: `weight` must be finite and >= 0, got weight={weight!r}.")
     for layer in _require_bayesian_layers(model):
         layer.set_kl_weight(weight)
+    elbo.track_elbo(model)  # fit/evaluate logs then show `nll` and `kl` beside `loss`
     return weight
 
 

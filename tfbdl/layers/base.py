@@ -94,6 +94,13 @@ class BayesianLayer:
 
     # ------------------------------------------------------------------ weights
 
+    def add_weight(self, *args, **kwargs):
+        # Variational parameters, hyperpriors and the KL weight are read as float32 even
+        # when Keras opens a mixed-precision autocast scope (it does for a layer called on
+        # its own, whatever the layer's `autocast`).
+        kwargs.setdefault("autocast", False)
+        return super().add_weight(*args, **kwargs)
+
     def build(self, input_shape):
         kernel_shape, bias_shape = self.weight_shapes(input_shape)
         # Validate every prior before creating any variable.
@@ -151,6 +158,10 @@ class BayesianLayer:
     def call(self, inputs, training=None):
         if training and self.kl_weight_value is None:
             _warn_unset_kl_weight(self)
+        if inputs.dtype.is_floating:
+            # `autocast=False` also stops Keras casting the inputs: under a mixed policy the
+            # linear op must still run in the compute dtype (the variational math stays float32).
+            inputs = tf.cast(inputs, self.compute_dtype)
         kernel_seed, kernel_kl_seed, bias_seed, bias_kl_seed = self._next_seeds(4)
 
         if self.use_posterior_mean:
