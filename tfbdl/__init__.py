@@ -23,7 +23,7 @@ if keras.backend.backend() != "tensorflow":
 
 from tfbdl import data, layers, posteriors, priors  # noqa: E402
 from tfbdl.model_tools import bayesian_layers, posterior_mean, set_kl_weight  # noqa: E402
-from tfbdl import convert, metrics, prediction, pruning  # noqa: E402
+from tfbdl import convert, metrics, plots, prediction, pruning  # noqa: E402
 from tfbdl.prediction import PredictiveResult, predict  # noqa: E402
 from tfbdl.pruning import prune  # noqa: E402
 from tfbdl import callbacks, elbo, runtime  # noqa: E402
