@@ -168,3 +168,15 @@ def test_a_distribution_prior_that_cannot_broadcast_raises_naming_prior():
     with pytest.raises(ValueError, match=r"`prior`.*\(2, 3\)"):
         layer.build((None, 2))
     assert not layer.weights
+
+
+def test_learned_tau_reports_each_hierarchical_layer():
+    model = keras.Sequential([keras.Input((3,)),
+                              L.DenseFlipout(4, prior=tfbdl.priors.HalfNormalHierarchical(1.0)),
+                              L.DenseFlipout(2),
+                              L.DenseFlipout(2, prior=tfbdl.priors.HalfNormalHierarchical(2.0, per_unit=True))])
+    taus = tfbdl.learned_tau(model)
+    first, last = tfbdl.bayesian_layers(model)[0], tfbdl.bayesian_layers(model)[2]
+    assert list(taus) == [first.name, last.name]
+    np.testing.assert_allclose(taus[first.name], float(first.kernel_prior_term.tau))
+    assert taus[last.name].shape == (2,)

@@ -86,3 +86,16 @@ def posterior_mean(model):
         for layer, value in zip(layers, previous):
             layer.use_posterior_mean = value
         _reset_compiled_functions(model)
+
+
+def learned_tau(model):
+    """{layer name: E_q[tau]} of every Bayesian layer whose kernel prior learns its scale.
+
+    tau is the prior scale of `tfbdl.priors.HalfNormalHierarchical` (an array with
+    `per_unit=True`): how strongly the ELBO chose to regularize each layer.
+    """
+    return {
+        layer.name: layer.kernel_prior_term.summary()["tau"].numpy()
+        for layer in _require_bayesian_layers(model)
+        if "tau" in layer.kernel_prior_term.summary()
+    }
