@@ -145,6 +145,8 @@ def test_ood_auroc_from_a_model_and_inputs():
 
 def test_bad_input_names_the_argument():
     model = _classifier()
+    with pytest.raises(ValueError, match="`model` must be a Keras model"):
+        tfbdl.predict(None, X)
     with pytest.raises(ValueError, match="`num_samples`.*-1"):
         tfbdl.predict(model, X, num_samples=-1)
     with pytest.raises(ValueError, match="`batch_size`"):

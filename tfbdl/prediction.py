@@ -29,8 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfbdl.layers.base import BayesianLayer
-from tfbdl.model_tools import posterior_mean
+from tfbdl.model_tools import bayesian_layers, posterior_mean
 
 __all__ = ["predict", "PredictiveResult", "OUTPUTS"]
 
@@ -130,8 +129,9 @@ def _make_step(model, output, num_samples, return_samples, jit_compile):
     def step(x):
         first = sample(x)
         state = initial_state(first, classification)
-        samples = tf.TensorArray(tf.float32, size=num_samples, element_shape=first.shape)
-        samples = samples.write(0, first) if return_samples else samples
+        # All samples only when asked for; otherwise a placeholder rides through the loop.
+        samples = (tf.TensorArray(tf.float32, size=num_samples, element_shape=first.shape).write(0, first)
+                   if return_samples else tf.zeros(()))
 
         def body(i, state, samples):
             prediction = sample(x)
@@ -142,24 +142,19 @@ def _make_step(model, output, num_samples, return_samples, jit_compile):
         _, state, samples = tf.while_loop(
             lambda i, *_: i < num_samples, body, (tf.constant(1), state, samples)
         )
-        return state, (samples.stack() if return_samples else tf.zeros(()))
+        return state, (samples.stack() if return_samples else samples)
 
     return step
 
 
 def _cached_step(model, output, num_samples, return_samples, jit_compile):
     """One traced step per (model, settings, inference mode), so repeated calls don't retrace."""
-    modes = tuple(layer.use_posterior_mean for layer in _bayesian_layers(model))
+    modes = tuple(layer.use_posterior_mean for layer in bayesian_layers(model))
     key = (output, num_samples, return_samples, jit_compile, modes)
     steps = _STEPS.setdefault(model, {})
     if key not in steps:
         steps[key] = _make_step(model, output, num_samples, return_samples, jit_compile)
     return steps[key]
-
-
-def _bayesian_layers(model):
-    return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-            if isinstance(layer, BayesianLayer)]
 
 
 # ---------------------------------------------------------------------- inputs
@@ -263,6 +258,7 @@ def predict(model, x, num_samples=100, batch_size=500, output="auto", return_sam
         >>> result = tfbdl.predict(model, x_test, num_samples=100)
         >>> result.predicted_class, result.mutual_information
     """
+    stochastic_layers = bayesian_layers(model)  # also checks that `model` is a Keras model
     _check_int(num_samples, "num_samples", 0)
     _check_int(batch_size, "batch_size", 1)
     if output == "auto":
@@ -272,7 +268,7 @@ def predict(model, x, num_samples=100, batch_size=500, output="auto", return_sam
     batches, num_batches = _batches(model, x, batch_size)
 
     deterministic = num_samples == 0
-    mode = posterior_mean(model) if deterministic and _bayesian_layers(model) else contextlib.nullcontext()
+    mode = posterior_mean(model) if deterministic and stochastic_layers else contextlib.nullcontext()
     with mode:
         step = _cached_step(model, output, max(num_samples, 1), return_samples, jit_compile)
         parts, samples = [], []
