@@ -164,3 +164,37 @@ def test_tensorboard_server_serves_the_scalar_tags(logged_run):
             process.wait()
     assert {"kl/hidden", "sigma_mean/hidden", "snr_below_1/output", "tau/hidden"} <= set(tags["posterior"])
     assert {"epoch_loss", "epoch_nll", "epoch_kl"} <= set(tags["train"]) & set(tags["validation"])
+
+
+def test_per_unit_tau_is_logged_as_mean_and_histogram(tmp_path):
+    (x, y), _ = moons()
+    model = keras.Sequential([
+        keras.Input((2,)),
+        tfbdl.layers.DenseFlipout(4, activation="tanh", name="hidden",
+                                  prior=tfbdl.priors.HalfNormalHierarchical(1.0, per_unit=True)),
+        tfbdl.layers.DenseFlipout(1, activation="sigmoid", name="output"),
+    ])
+    tfbdl.set_kl_weight(model, num_examples=len(x))
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[PosteriorMonitor(tmp_path)])
+    events = _read(tmp_path / "posterior")
+    tau = model.get_layer("hidden").kernel_prior_term.tau.numpy()
+    assert tau.shape == (4,)
+    np.testing.assert_allclose(events["tau/hidden"][1][0][1], tau.mean(), rtol=1e-6)
+    plugin, histograms = events["tau/hidden/per_unit"]
+    assert plugin == "histograms" and histograms[0][1][:, 2].sum() == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(log_dir=3), "log_dir"),
+        (dict(log_dir="d", histogram_freq=-1), "histogram_freq"),
+        (dict(log_dir="d", image_fn="plot"), "image_fn"),
+        (dict(log_dir="d", image_freq=0), "image_freq"),
+        (dict(log_dir="d", snr_threshold=0), "snr_threshold"),
+    ],
+)
+def test_posterior_monitor_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PosteriorMonitor(**kwargs)

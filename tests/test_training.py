@@ -58,6 +58,30 @@ def test_fit_logs_nll_kl_and_their_sum_is_the_loss(data):
     assert len(set(np.round(recorder.at_end, 6))) == 3
 
 
+class LogKeys(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batch, self.epoch = set(), set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch |= set(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch |= set(logs)
+
+
+def test_progress_bar_and_callbacks_see_nll_and_kl(data, capsys):
+    (x, y), (xt, yt) = data
+    model = _compiled(len(x))
+    keys = LogKeys()
+    model.fit(x, y, batch_size=50, epochs=1, validation_data=(xt, yt), verbose=2, callbacks=[keys])
+    printed = capsys.readouterr().out
+    for term in (" loss: ", " nll: ", " kl: ", " val_nll: ", " val_kl: "):
+        assert term in printed, term
+    assert {"loss", "nll", "kl"} <= keys.batch
+    assert {"loss", "nll", "kl", "val_loss", "val_nll", "val_kl"} <= keys.epoch
+
+
 def test_minibatch_fit_keeps_loss_equal_to_nll_plus_kl(data):
     (x, y), _ = data
     model = _compiled(len(x))

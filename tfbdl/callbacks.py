@@ -165,7 +165,8 @@ class PosteriorMonitor(keras.callbacks.Callback):
         snr_below_1/<layer>  fraction of weights with |mu| / sigma < snr_threshold
                              (the sparsity a SpikeAndSlab prior produces)
         tau/<layer>          learned prior scale E_q[tau] (HalfNormalHierarchical; the mean
-                             over units with per_unit=True); any prior term's `summary()`
+                             over units with per_unit=True, whose histogram is
+                             tau/<layer>/per_unit); likewise any prior term's `summary()`
 
     every `histogram_freq` epochs histograms `mu/<layer>`, `sigma/<layer>`, `snr/<layer>`,
     and every `image_freq` epochs the matplotlib figure returned by `image_fn(model)` as
@@ -233,8 +234,8 @@ class PosteriorMonitor(keras.callbacks.Callback):
         )
         for key, value in _prior_summaries(layer).items():
             tf.summary.scalar(f"{key}/{name}", tf.reduce_mean(value))
-            if tf.size(value) > 1 and histograms:
-                tf.summary.histogram(f"{key}/{name}", value)
+            if histograms and np.size(value) > 1:
+                tf.summary.histogram(f"{key}/{name}/per_unit", value)
         if histograms:
             tf.summary.histogram(f"mu/{name}", loc)
             tf.summary.histogram(f"sigma/{name}", scale)
