@@ -1,0 +1,58 @@
+"""The benchmark harness end to end on tiny sizes (structure only: no timing assertions)."""
+
+import json
+import math
+import os
+
+import matplotlib.pyplot as plt
+import pytest
+
+from benchmarks import cases, report, run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("bench")
+    run.main(["--tiny", "--out", str(out_dir)])
+    return out_dir, json.loads((out_dir / "results.json").read_text())
+
+
+def test_every_case_is_measured_once_per_repeat(tiny_run):
+    _, results = tiny_run
+    expected = {name for name, _ in run.speed_cases(run.TINY)}
+    assert set(results["step_seconds"]) == expected
+    # 7 dense + 5 conv variants, and Dense/DenseFlipout at every distinct scaling point.
+    assert len(expected) == 7 + 5 + 2 * len({(16, 8), (32, 8)})
+    for name, medians in results["step_seconds"].items():
+        assert len(medians) == run.TINY.repeats, name
+        assert all(math.isfinite(value) and value > 0 for value in medians), name
+    for name, seconds in results["prediction_seconds"].items():
+        assert len(seconds) == run.TINY.predict_repeats and all(value > 0 for value in seconds), name
+
+
+def test_memory_is_measured_for_each_layer_in_its_own_process(tiny_run):
+    _, results = tiny_run
+    assert set(results["memory"]) == {
+        "keras.layers.Dense", "tfbdl.layers.DenseFlipout", "tfp.layers.DenseFlipout"}
+    assert all(peak > 0 for peak in results["memory"].values())
+
+
+def test_report_has_every_table_and_the_scaling_plot(tiny_run):
+    out_dir, results = tiny_run
+    text = (out_dir / "RESULTS.md").read_text()
+    for heading in ("## Targets", "## Dense", "## Convolution", "## Prediction", "## Memory", "## Scaling"):
+        assert heading in text
+    for what, *_ in report.TARGETS:
+        assert f"| {what} |" in text
+    assert results["machine"]["cores"] == os.cpu_count()
+    assert {"tensorflow", "keras", "tensorflow-probability", "tf-keras"} <= set(results["versions"])
+    image = plt.imread(out_dir / "scaling.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_tfp_cases_refuse_to_run_on_keras_3(monkeypatch):
+    monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    with pytest.raises(ValueError, match="TF_USE_LEGACY_KERAS=1"):
+        cases.layer_classes("tfp", "Flipout")
+    with pytest.raises(ValueError, match="library='torch'"):
+        cases.layer_classes("torch", None)
