@@ -40,7 +40,9 @@ SCHEDULES = {
 
 def _positive_int(value, argument, owner):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{owner}: `{argument}` must be a positive integer, got {argument}={value!r}.")
+        raise ValueError(
+            f"{owner}: `{argument}` must be a positive integer, got {argument}={value!r}."
+        )
     return int(value)
 
 
@@ -101,7 +103,8 @@ class KLAnnealing(keras.callbacks.Callback):
         fraction = float(self.schedule(progress))
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(
-                f"KLAnnealing: `schedule` must map progress to [0, 1], got {fraction!r} at p={progress}."
+                "KLAnnealing: `schedule` must map progress to [0, 1], "
+                f"got {fraction!r} at p={progress}."
             )
         return fraction / self.num_examples
 
@@ -193,15 +196,20 @@ class PosteriorMonitor(keras.callbacks.Callback):
         owner = "PosteriorMonitor"
         if not isinstance(log_dir, (str, os.PathLike)):
             raise ValueError(f"{owner}: `log_dir` must be a path, got log_dir={log_dir!r}.")
-        if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int) or histogram_freq < 0:
+        if (isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int)
+                or histogram_freq < 0):
             raise ValueError(
-                f"{owner}: `histogram_freq` must be an integer >= 0, got histogram_freq={histogram_freq!r}."
+                f"{owner}: `histogram_freq` must be an integer >= 0, "
+                f"got histogram_freq={histogram_freq!r}."
             )
         if image_fn is not None and not callable(image_fn):
-            raise ValueError(f"{owner}: `image_fn` must be callable or None, got image_fn={image_fn!r}.")
+            raise ValueError(
+                f"{owner}: `image_fn` must be callable or None, got image_fn={image_fn!r}."
+            )
         if not (np.isscalar(snr_threshold) and float(snr_threshold) > 0):
             raise ValueError(
-                f"{owner}: `snr_threshold` must be a positive number, got snr_threshold={snr_threshold!r}."
+                f"{owner}: `snr_threshold` must be a positive number, "
+                f"got snr_threshold={snr_threshold!r}."
             )
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = histogram_freq
@@ -216,9 +224,10 @@ class PosteriorMonitor(keras.callbacks.Callback):
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "posterior"))
 
     def on_epoch_end(self, epoch, logs=None):
+        histograms = self.histogram_freq > 0 and epoch % self.histogram_freq == 0
         with self._writer.as_default(step=epoch):
             for layer in self._layers:
-                self._write_layer(layer, histograms=self.histogram_freq and epoch % self.histogram_freq == 0)
+                self._write_layer(layer, histograms)
             if self.image_fn is not None and epoch % self.image_freq == 0:
                 tf.summary.image(self.image_name, _figure_to_image(self.image_fn(self.model)))
         self._writer.flush()
@@ -294,6 +303,7 @@ class TerminateOnNonFiniteELBO(keras.callbacks.Callback):
             return "call tfbdl.set_kl_weight(model, ...) to have the non-finite term named"
         terms = metric.first_non_finite_terms()
         if not terms:
-            return "neither the nll nor a KL term is non-finite: an other loss (e.g. a regularizer) is"
+            return ("neither the nll nor a KL term is non-finite: "
+                    "an other loss (e.g. a regularizer) is")
         also = f" (in the same step also: {', '.join(terms[1:])})" if len(terms) > 1 else ""
         return f"first non-finite term: {terms[0]}{also}"

@@ -49,7 +49,9 @@ def _enable_memory_growth(gpus):
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # the GPU was initialized already; its setting cannot change
-            logger.warning("tfbdl.runtime: %s is already initialized; memory growth unchanged.", gpu.name)
+            logger.warning(
+                "tfbdl.runtime: %s is already initialized; memory growth unchanged.", gpu.name
+            )
 
 
 def _describe(strategy):
@@ -57,7 +59,8 @@ def _describe(strategy):
         devices = [device.name for device in tf.config.list_logical_devices()]
         return f"default strategy (one replica), TensorFlow places ops on {devices}"
     devices = list(strategy.extended.worker_devices)
-    text = f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replica(s) in sync, local devices {devices}"
+    text = (f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replica(s) in sync, "
+            f"local devices {devices}")
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is not None and resolver.task_type is not None:
         text += f", this process is {resolver.task_type}:{resolver.task_id}"
@@ -89,7 +92,8 @@ def strategy(devices="auto"):
             )
     elif devices not in ("auto", "cpu"):
         raise ValueError(
-            f"strategy: `devices` must be 'auto', 'cpu' or a list of device names, got devices={devices!r}."
+            "strategy: `devices` must be 'auto', 'cpu' or a list of device names, "
+            f"got devices={devices!r}."
         )
     workers = _tf_config_workers()
     gpus = tf.config.list_physical_devices("GPU")
@@ -113,7 +117,7 @@ def strategy(devices="auto"):
 
 
 def _auto_policy():
-    """mixed_float16 if every visible GPU has tensor cores (compute capability >= 7.0), else float32."""
+    """mixed_float16 if every GPU has tensor cores (compute capability >= 7.0), else float32."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return "float32"
