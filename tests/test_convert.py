@@ -21,29 +21,47 @@ def _trained(model, x, y, epochs=2):
 
 
 def _mlp():
-    return _trained(keras.Sequential([
-        keras.Input((6,)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(3, activation="softmax"),
-    ]), X_FLAT, Y)
+    return _trained(
+        keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dropout(0.2),
+                keras.layers.Dense(3, activation="softmax"),
+            ]
+        ),
+        X_FLAT,
+        Y,
+    )
 
 
 def _cnn_sequential():
-    return _trained(keras.Sequential([
-        keras.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-        keras.layers.BatchNormalization(),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dropout(0.3),
-        keras.layers.Dense(3, activation="softmax"),
-    ]), X_IMAGE, Y[:32])
+    return _trained(
+        keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                keras.layers.BatchNormalization(),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.3),
+                keras.layers.Dense(3, activation="softmax"),
+            ]
+        ),
+        X_IMAGE,
+        Y[:32],
+    )
 
 
 def _cnn_functional_nested():
-    head = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="tanh"),
-                             keras.layers.Dense(3, activation="softmax")], name="head")
+    head = keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="head",
+    )
     inputs = keras.Input((8, 8, 1))
     h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
     h = keras.layers.BatchNormalization()(h)
@@ -56,12 +74,18 @@ def _cnn_functional_nested():
 
 def _layers(model):
     """All layers, nested models' included, without the input layers (clones rename those)."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if not isinstance(layer, keras.layers.InputLayer)]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
 
 
-MODELS = {"mlp": (_mlp, X_FLAT), "cnn_sequential": (_cnn_sequential, X_IMAGE),
-          "cnn_functional_nested": (_cnn_functional_nested, X_IMAGE)}
+MODELS = {
+    "mlp": (_mlp, X_FLAT),
+    "cnn_sequential": (_cnn_sequential, X_IMAGE),
+    "cnn_functional_nested": (_cnn_functional_nested, X_IMAGE),
+}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -87,16 +111,39 @@ def test_posterior_mean_outputs_equal_the_original(name):
             assert type(new) is type(old)  # BatchNormalization, Dropout, Flatten, pooling kept
             for a, b in zip(new.get_weights(), old.get_weights()):
                 np.testing.assert_array_equal(a, b)
-    assert len(replaced) == sum(isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
-                                for layer in original_layers)
+    assert len(replaced) == sum(
+        isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) for layer in original_layers
+    )
     # The converted model is stochastic outside posterior_mean; the original is untouched.
     assert np.abs(converted.predict(x, verbose=0) - expected).max() > 0.0
     np.testing.assert_array_equal(original.predict(x, verbose=0), expected)
 
 
+@pytest.mark.parametrize(
+    "conv, shape",
+    [
+        (keras.layers.Conv1D(3, 3, padding="causal", dilation_rate=2), (10, 2)),
+        (keras.layers.Conv3D(2, 2, strides=2), (4, 4, 4, 1)),
+    ],
+)
+def test_conv1d_and_conv3d_outputs_are_kept(conv, shape):
+    original = keras.Sequential(
+        [keras.Input(shape), conv, keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    x = RNG.normal(size=(5,) + shape).astype("float32")
+    converted = convert.to_bayesian(original, estimator="reparameterization", verbose=False)
+    assert [type(layer).__name__ for layer in tfbdl.bayesian_layers(converted)] == [
+        type(conv).__name__ + "Reparameterization",
+        "DenseReparameterization",
+    ]
+    with tfbdl.posterior_mean(converted):
+        np.testing.assert_allclose(converted(x), original(x), rtol=1e-5, atol=1e-6)
+
+
 def test_converted_model_trains_and_round_trips_through_keras_file(tmp_path):
-    converted = convert.to_bayesian(_cnn_functional_nested(), estimator="reparameterization",
-                                    informed=True, verbose=False)
+    converted = convert.to_bayesian(
+        _cnn_functional_nested(), estimator="reparameterization", informed=True, verbose=False
+    )
     tfbdl.set_kl_weight(converted, num_examples=32)
     converted.compile("adam", "sparse_categorical_crossentropy")
     before = [w.numpy().copy() for w in converted.trainable_weights]
@@ -108,10 +155,16 @@ def test_converted_model_trains_and_round_trips_through_keras_file(tmp_path):
     converted.save(path)
     loaded = keras.saving.load_model(path)
     with tfbdl.posterior_mean(converted), tfbdl.posterior_mean(loaded):
-        np.testing.assert_allclose(loaded.predict(X_IMAGE, verbose=0), converted.predict(X_IMAGE, verbose=0),
-                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            loaded.predict(X_IMAGE, verbose=0),
+            converted.predict(X_IMAGE, verbose=0),
+            rtol=1e-6,
+            atol=1e-7,
+        )
     assert {type(layer).__name__ for layer in tfbdl.bayesian_layers(loaded)} == {
-        "Conv2DReparameterization", "DenseReparameterization"}
+        "Conv2DReparameterization",
+        "DenseReparameterization",
+    }
 
 
 def test_informed_priors_are_centred_at_the_trained_kernels():
@@ -151,18 +204,31 @@ def test_bad_arguments_name_the_argument():
 
 
 def _bayesian_mlp(use_bias=True):
-    return keras.Sequential([
-        keras.Input((6,)),
-        tfbdl.layers.DenseFlipout(32, activation="tanh", use_bias=use_bias,
-                                  posterior=tfbdl.posteriors.MeanFieldNormal(0.05)),
-        tfbdl.layers.DenseReparameterization(3, use_bias=use_bias, bias_prior=tfbdl.priors.Gaussian(1.0)
-                                             if use_bias else None),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            tfbdl.layers.DenseFlipout(
+                32,
+                activation="tanh",
+                use_bias=use_bias,
+                posterior=tfbdl.posteriors.MeanFieldNormal(0.05),
+            ),
+            tfbdl.layers.DenseReparameterization(
+                3, use_bias=use_bias, bias_prior=tfbdl.priors.Gaussian(1.0) if use_bias else None
+            ),
+        ]
+    )
 
 
 def _means(model):
-    return np.concatenate([p.loc.numpy().ravel() for layer in tfbdl.bayesian_layers(model)
-                           for p in (layer.kernel_posterior, layer.bias_posterior) if p is not None])
+    return np.concatenate(
+        [
+            p.loc.numpy().ravel()
+            for layer in tfbdl.bayesian_layers(model)
+            for p in (layer.kernel_posterior, layer.bias_posterior)
+            if p is not None
+        ]
+    )
 
 
 def test_prune_fraction_matches_the_zeroed_weights():

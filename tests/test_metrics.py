@@ -34,7 +34,12 @@ def test_reliability_and_ece_by_hand():
 
 
 def test_binary_probabilities_of_class_one_equal_two_columns():
-    for function in (metrics.accuracy, metrics.nll, metrics.brier, metrics.expected_calibration_error):
+    for function in (
+        metrics.accuracy,
+        metrics.nll,
+        metrics.brier,
+        metrics.expected_calibration_error,
+    ):
         assert function(LABELS, PROBS[:, 1]) == pytest.approx(function(LABELS, PROBS))
 
 
@@ -59,9 +64,13 @@ def test_auroc_equals_sklearn():
 def _fake_result(probs, mutual_information):
     probs = np.asarray(probs)
     entropy = -np.sum(probs * np.log(probs), axis=1)
-    return types.SimpleNamespace(mean=probs, entropy=entropy, aleatoric=entropy - mutual_information,
-                                 mutual_information=np.asarray(mutual_information),
-                                 predicted_class=probs.argmax(axis=1))
+    return types.SimpleNamespace(
+        mean=probs,
+        entropy=entropy,
+        aleatoric=entropy - mutual_information,
+        mutual_information=np.asarray(mutual_information),
+        predicted_class=probs.argmax(axis=1),
+    )
 
 
 def test_ood_and_misclassification_auroc_use_the_chosen_score():
@@ -85,7 +94,9 @@ def test_keras_metrics_equal_the_functions():
     for part in (slice(0, 40), slice(40, 64)):  # two batches accumulate
         ece.update_state(labels[part], probs[part].astype("float32"))
         nll.update_state(labels[part], probs[part].astype("float32"))
-    assert float(ece.result()) == pytest.approx(metrics.expected_calibration_error(labels, probs, 10), abs=1e-5)
+    assert float(ece.result()) == pytest.approx(
+        metrics.expected_calibration_error(labels, probs, 10), abs=1e-5
+    )
     assert float(nll.result()) == pytest.approx(metrics.nll(labels, probs), rel=1e-5)
     from_logits = metrics.NegativeLogLikelihood(from_logits=True)
     from_logits.update_state(keras.utils.to_categorical(labels, 4), logits.astype("float32"))
@@ -99,20 +110,32 @@ def test_keras_metrics_in_compile_for_a_sigmoid_classifier():
     x = rng.normal(size=(128, 3)).astype("float32")
     y = (x[:, 0] > 0).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
-    model.compile("adam", "binary_crossentropy",
-                  metrics=[metrics.ExpectedCalibrationError(num_bins=5), metrics.NegativeLogLikelihood()])
+    model.compile(
+        "adam",
+        "binary_crossentropy",
+        metrics=[metrics.ExpectedCalibrationError(num_bins=5), metrics.NegativeLogLikelihood()],
+    )
     history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert {"ece", "nll"} <= set(history.history)
     logs = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     p = model.predict(x, verbose=0)[:, 0]
-    assert logs["ece"] == pytest.approx(metrics.expected_calibration_error(y.astype(int), p, 5), abs=1e-5)
+    assert logs["ece"] == pytest.approx(
+        metrics.expected_calibration_error(y.astype(int), p, 5), abs=1e-5
+    )
     assert logs["nll"] == pytest.approx(metrics.nll(y.astype(int), p), rel=1e-5)
     assert logs["nll"] == pytest.approx(logs["loss"], rel=1e-4)  # binary cross-entropy is the NLL
 
 
 @pytest.mark.parametrize(
-    "function", [metrics.accuracy, metrics.nll, metrics.brier, metrics.expected_calibration_error,
-                 metrics.reliability])
+    "function",
+    [
+        metrics.accuracy,
+        metrics.nll,
+        metrics.brier,
+        metrics.expected_calibration_error,
+        metrics.reliability,
+    ],
+)
 def test_bad_input_names_the_argument(function):
     with pytest.raises(ValueError, match="`probs`.*sum to 1"):
         function(LABELS, PROBS * 0.8)
@@ -128,6 +151,8 @@ def test_bad_num_bins_and_score():
     with pytest.raises(ValueError, match="`num_bins`"):
         metrics.expected_calibration_error(LABELS, PROBS, num_bins=0)
     with pytest.raises(ValueError, match="`score`"):
-        metrics.ood_auroc(_fake_result(PROBS, np.zeros(5)), _fake_result(PROBS, np.zeros(5)), score="variance")
+        metrics.ood_auroc(
+            _fake_result(PROBS, np.zeros(5)), _fake_result(PROBS, np.zeros(5)), score="variance"
+        )
     with pytest.raises(ValueError, match="`scores_negative`"):
         metrics.auroc([1.0], [])

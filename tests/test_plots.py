@@ -2,7 +2,6 @@
 
 import keras
 import matplotlib
-import numpy as np
 import pytest
 
 import tfbdl
@@ -21,8 +20,13 @@ def _check_png(figure, path):
 def moons():
     (x, y), _ = tfbdl.data.two_moons(200, 0.2, seed=0)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((2,)), tfbdl.layers.DenseFlipout(8, activation="tanh"),
-                              tfbdl.layers.DenseFlipout(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((2,)),
+            tfbdl.layers.DenseFlipout(8, activation="tanh"),
+            tfbdl.layers.DenseFlipout(1, activation="sigmoid"),
+        ]
+    )
     tfbdl.set_kl_weight(model, num_examples=len(x))
     model.compile("adam", "binary_crossentropy")
     history = model.fit(x, y, epochs=3, batch_size=50, validation_split=0.2, verbose=0)
@@ -36,7 +40,9 @@ def test_matplotlib_runs_headless():
 
 def test_training_curves(moons, tmp_path):
     history = moons[3]
-    _check_png(plots.training_curves(history, path=tmp_path / "curves.png"), tmp_path / "curves.png")
+    _check_png(
+        plots.training_curves(history, path=tmp_path / "curves.png"), tmp_path / "curves.png"
+    )
     figure = plots.training_curves({"loss": [3.0, 2.0], "nll": [2.0, 1.5], "kl": [1.0, 0.5]})
     assert len(figure.axes) == 3
     with pytest.raises(ValueError, match="`history`"):
@@ -47,17 +53,30 @@ def test_training_curves(moons, tmp_path):
 def test_uncertainty_surface(moons, tmp_path, quantity):
     x, y, model = moons[:3]
     path = tmp_path / f"{quantity}.png"
-    _check_png(plots.uncertainty_surface(model, x, y, quantity=quantity, num_samples=5, grid_size=30,
-                                         path=path), path)
+    _check_png(
+        plots.uncertainty_surface(
+            model, x, y, quantity=quantity, num_samples=5, grid_size=30, path=path
+        ),
+        path,
+    )
 
 
 def test_reliability_and_uncertainty_histogram_and_confusion(moons, tmp_path):
     x, y, model, history, result = moons
     for name, figure in {
-        "reliability": plots.reliability_diagram(y, result.mean, num_bins=10, path=tmp_path / "reliability.png"),
-        "histogram": plots.uncertainty_histogram(y, result, score="entropy", path=tmp_path / "histogram.png"),
-        "confusion": plots.confusion_matrix(y, result.predicted_class, class_names=["upper", "lower"],
-                                            normalize="true", path=tmp_path / "confusion.png"),
+        "reliability": plots.reliability_diagram(
+            y, result.mean, num_bins=10, path=tmp_path / "reliability.png"
+        ),
+        "histogram": plots.uncertainty_histogram(
+            y, result, score="entropy", path=tmp_path / "histogram.png"
+        ),
+        "confusion": plots.confusion_matrix(
+            y,
+            result.predicted_class,
+            class_names=["upper", "lower"],
+            normalize="true",
+            path=tmp_path / "confusion.png",
+        ),
     }.items():
         _check_png(figure, tmp_path / f"{name}.png")
 
@@ -71,4 +90,6 @@ def test_sample_histograms(moons, tmp_path):
     with pytest.raises(ValueError, match="`indices`"):
         plots.sample_histograms(result.samples, indices=[10_000])
     with pytest.raises(ValueError, match="return_samples=True"):
-        plots.sample_histograms(tfbdl.predict(moons[2], moons[0], num_samples=2, progress=False), [0])
+        plots.sample_histograms(
+            tfbdl.predict(moons[2], moons[0], num_samples=2, progress=False), [0]
+        )

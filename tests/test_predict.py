@@ -17,17 +17,24 @@ def _numpy_summary(samples):
     mean = samples.mean(axis=0)
     entropy = -np.sum(mean * np.log(mean), axis=-1)
     aleatoric = np.mean(-np.sum(samples * np.log(samples), axis=-1), axis=0)
-    return {"mean": mean, "std": samples.std(axis=0), "entropy": entropy,
-            "aleatoric": aleatoric, "mutual_information": entropy - aleatoric}
+    return {
+        "mean": mean,
+        "std": samples.std(axis=0),
+        "entropy": entropy,
+        "aleatoric": aleatoric,
+        "mutual_information": entropy - aleatoric,
+    }
 
 
 def _classifier(layer=DenseFlipout, initial_scale=0.3, units=3, activation="softmax", seed=0):
     posterior = MeanFieldNormal(initial_scale=initial_scale)
-    return keras.Sequential([
-        keras.Input((2,)),
-        layer(16, activation="tanh", posterior=posterior, seed=seed),
-        layer(units, activation=activation, posterior=posterior, seed=seed + 1),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((2,)),
+            layer(16, activation="tanh", posterior=posterior, seed=seed),
+            layer(units, activation=activation, posterior=posterior, seed=seed + 1),
+        ]
+    )
 
 
 X = np.random.default_rng(0).normal(size=(70, 2)).astype("float32")
@@ -57,7 +64,9 @@ def test_accumulators_on_hand_made_samples_equal_numpy():
 def test_streaming_summary_equals_all_samples(layer):
     model = _classifier(layer)
     # 70 examples in batches of 32: the last batch is smaller.
-    result = tfbdl.predict(model, X, num_samples=25, batch_size=32, return_samples=True, progress=False)
+    result = tfbdl.predict(
+        model, X, num_samples=25, batch_size=32, return_samples=True, progress=False
+    )
     assert result.samples.shape == (25, 70, 3)
     for name, expected in _numpy_summary(result.samples.astype("float64")).items():
         np.testing.assert_allclose(getattr(result, name), expected, atol=3e-6, err_msg=name)
@@ -83,7 +92,9 @@ def test_zero_samples_is_the_posterior_mean_pass():
     result = tfbdl.predict(model, X, num_samples=0, progress=False)
     np.testing.assert_allclose(result.mean, expected, atol=1e-6)
     assert result.std.max() == 0.0 and result.mutual_information.max() == 0.0
-    np.testing.assert_allclose(result.entropy, -np.sum(expected * np.log(expected), axis=1), atol=1e-5)
+    np.testing.assert_allclose(
+        result.entropy, -np.sum(expected * np.log(expected), axis=1), atol=1e-5
+    )
     # The model is stochastic again afterwards.
     again = tfbdl.predict(model, X, num_samples=5, progress=False)
     assert again.std.max() > 0.0
@@ -104,8 +115,9 @@ def test_binary_sigmoid_logits_and_regression_outputs():
         expected = keras.ops.convert_to_numpy(keras.ops.softmax(linear.predict(X, verbose=0)))
     np.testing.assert_allclose(logits.mean, expected, atol=1e-6)
 
-    regression = tfbdl.predict(linear, X, num_samples=30, output="regression", return_samples=True,
-                               progress=False)
+    regression = tfbdl.predict(
+        linear, X, num_samples=30, output="regression", return_samples=True, progress=False
+    )
     assert regression.entropy is None and regression.predicted_class is None
     np.testing.assert_allclose(regression.mean, regression.samples.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(regression.std, regression.samples.std(axis=0), atol=1e-5)
@@ -154,7 +166,9 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="`x` has shape \\(70, 3\\)"):
         tfbdl.predict(model, np.zeros((70, 3)))
     with pytest.raises(ValueError, match="`x` has shape"):
-        tfbdl.predict(model, tf.data.Dataset.from_tensor_slices(np.zeros((4, 5), "float32")).batch(2))
+        tfbdl.predict(
+            model, tf.data.Dataset.from_tensor_slices(np.zeros((4, 5), "float32")).batch(2)
+        )
     with pytest.raises(ValueError, match="`output`"):
         tfbdl.predict(model, X, output="probs")
     multilabel = _classifier(activation="sigmoid")

@@ -39,17 +39,22 @@ TWINS = {
     ("Conv3D", "flipout"): bayesian.Conv3DFlipout,
     ("Conv3D", "reparameterization"): bayesian.Conv3DReparameterization,
 }
-_KERAS_TYPES = {name: getattr(keras.layers, name) for name in ("Dense", "Conv1D", "Conv2D", "Conv3D")}
+_KERAS_TYPES = {
+    name: getattr(keras.layers, name) for name in ("Dense", "Conv1D", "Conv2D", "Conv3D")
+}
 ESTIMATORS = ("flipout", "reparameterization")
 
-Replacement = collections.namedtuple("Replacement", ["name", "original", "replacement", "kernel_shape"])
+Replacement = collections.namedtuple(
+    "Replacement", ["name", "original", "replacement", "kernel_shape"]
+)
 Replacement.__doc__ = "One replaced layer: its name, original and new class names, kernel shape."
 
 
 def _check_arguments(model, layer_types, estimator, prior, informed, informed_scale):
     # Sequential and functional models run a graph of layers; subclassed models do not.
     graph_model = isinstance(model, keras.Sequential) or (
-        isinstance(model, keras.Model) and hasattr(model, "_run_through_graph"))
+        isinstance(model, keras.Model) and hasattr(model, "_run_through_graph")
+    )
     if not graph_model:
         raise ValueError(
             "to_bayesian: `model` must be a Keras Sequential or functional model, got "
@@ -60,21 +65,38 @@ def _check_arguments(model, layer_types, estimator, prior, informed, informed_sc
         layer_types = (layer_types,)
     unknown = [name for name in layer_types if name not in _KERAS_TYPES]
     if unknown or not layer_types:
-        raise ValueError(f"to_bayesian: `layer_types` must be a non-empty subset of "
-                         f"{tuple(_KERAS_TYPES)}, got layer_types={layer_types!r}.")
+        raise ValueError(
+            f"to_bayesian: `layer_types` must be a non-empty subset of "
+            f"{tuple(_KERAS_TYPES)}, got layer_types={layer_types!r}."
+        )
     if estimator not in ESTIMATORS:
-        raise ValueError(f"to_bayesian: `estimator` must be one of {ESTIMATORS}, got estimator={estimator!r}.")
+        raise ValueError(
+            f"to_bayesian: `estimator` must be one of {ESTIMATORS}, got estimator={estimator!r}."
+        )
     if informed and prior is not None:
-        raise ValueError("to_bayesian: give either `prior` or `informed=True` (an Informed prior "
-                         f"centred at each layer's trained kernel), not both; got prior={prior!r}.")
+        raise ValueError(
+            "to_bayesian: give either `prior` or `informed=True` (an Informed prior "
+            f"centred at each layer's trained kernel), not both; got prior={prior!r}."
+        )
     if not informed_scale > 0:
-        raise ValueError(f"to_bayesian: `informed_scale` must be > 0, got informed_scale={informed_scale!r}.")
+        raise ValueError(
+            f"to_bayesian: `informed_scale` must be > 0, got informed_scale={informed_scale!r}."
+        )
     return tuple(layer_types)
 
 
-def to_bayesian(model, layer_types=("Dense", "Conv1D", "Conv2D", "Conv3D"), estimator="flipout",
-                prior=None, bias_prior=None, informed=False, informed_scale=0.1,
-                initial_scale=0.01, verbose=True, return_report=False):
+def to_bayesian(
+    model,
+    layer_types=("Dense", "Conv1D", "Conv2D", "Conv3D"),
+    estimator="flipout",
+    prior=None,
+    bias_prior=None,
+    informed=False,
+    informed_scale=0.1,
+    initial_scale=0.01,
+    verbose=True,
+    return_report=False,
+):
     """A new model with the `layer_types` layers of `model` replaced by tfbdl twins.
 
     Args:
@@ -98,9 +120,19 @@ def to_bayesian(model, layer_types=("Dense", "Conv1D", "Conv2D", "Conv3D"), esti
     def clone(layer):
         if type(layer) in [_KERAS_TYPES[name] for name in layer_types]:
             twin = TWINS[(type(layer).__name__, estimator)]
-            kernel_prior = Informed(keras.ops.convert_to_numpy(layer.kernel), informed_scale) if informed else prior
-            new = twin.from_config({**layer.get_config(), "prior": kernel_prior,
-                                    "bias_prior": bias_prior, "posterior": posterior})
+            kernel_prior = (
+                Informed(keras.ops.convert_to_numpy(layer.kernel), informed_scale)
+                if informed
+                else prior
+            )
+            new = twin.from_config(
+                {
+                    **layer.get_config(),
+                    "prior": kernel_prior,
+                    "bias_prior": bias_prior,
+                    "posterior": posterior,
+                }
+            )
         else:
             new = layer.__class__.from_config(layer.get_config())
         pairs.append((layer, new))
@@ -113,8 +145,11 @@ def to_bayesian(model, layer_types=("Dense", "Conv1D", "Conv2D", "Conv3D"), esti
             new.kernel.assign(layer.kernel)  # the posterior mean variable
             if layer.use_bias:
                 new.bias.assign(layer.bias)
-            report.append(Replacement(layer.name, type(layer).__name__, type(new).__name__,
-                                      tuple(layer.kernel.shape)))
+            report.append(
+                Replacement(
+                    layer.name, type(layer).__name__, type(new).__name__, tuple(layer.kernel.shape)
+                )
+            )
         else:
             new.set_weights(layer.get_weights())
     if verbose:
@@ -125,8 +160,13 @@ def to_bayesian(model, layer_types=("Dense", "Conv1D", "Conv2D", "Conv3D"), esti
 def format_report(report, kept):
     """A short text table of replaced layers and the kept layer types."""
     lines = [f"to_bayesian: replaced {len(report)} layer(s)"]
-    lines += [f"  {r.name}: {r.original} -> {r.replacement}, kernel {r.kernel_shape}" for r in report]
+    lines += [
+        f"  {r.name}: {r.original} -> {r.replacement}, kernel {r.kernel_shape}" for r in report
+    ]
     kept_types = collections.Counter(type(layer).__name__ for layer in kept)
     if kept_types:
-        lines.append("  kept with their weights: " + ", ".join(f"{n} x{c}" for n, c in sorted(kept_types.items())))
+        lines.append(
+            "  kept with their weights: "
+            + ", ".join(f"{n} x{c}" for n, c in sorted(kept_types.items()))
+        )
     return "\n".join(lines)

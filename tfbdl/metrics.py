@@ -59,8 +59,10 @@ def check_probabilities(probs, argument="probs"):
             f"(or a 1-D array of p(y=1)), got shape {probs.shape}."
         )
     if not np.all(np.isfinite(probs)) or probs.min() < 0.0 or probs.max() > 1.0:
-        raise ValueError(f"`{argument}` must hold probabilities in [0, 1], got values in "
-                         f"[{np.nanmin(probs)}, {np.nanmax(probs)}] (or non-finite values).")
+        raise ValueError(
+            f"`{argument}` must hold probabilities in [0, 1], got values in "
+            f"[{np.nanmin(probs)}, {np.nanmax(probs)}] (or non-finite values)."
+        )
     sums = probs.sum(axis=1)
     worst = np.argmax(np.abs(sums - 1.0))
     if abs(sums[worst] - 1.0) > _SUM_TOLERANCE:
@@ -78,11 +80,14 @@ def check_labels(y, num_classes, num_examples, argument="y"):
         y = y[:, 0]
     if y.ndim != 1 or y.shape[0] != num_examples:
         raise ValueError(
-            f"`{argument}` must be integer class labels of shape ({num_examples},), got shape {y.shape}."
+            f"`{argument}` must be integer class labels of shape ({num_examples},), "
+            f"got shape {y.shape}."
         )
     if y.size and not (np.issubdtype(y.dtype, np.number) and np.all(np.mod(y, 1) == 0)):
-        raise ValueError(f"`{argument}` must hold integer class labels, got dtype {y.dtype} "
-                         f"with values such as {y[:3].tolist()}.")
+        raise ValueError(
+            f"`{argument}` must hold integer class labels, got dtype {y.dtype} "
+            f"with values such as {y[:3].tolist()}."
+        )
     y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(
@@ -174,8 +179,10 @@ def auroc(scores_positive, scores_negative):
     negative = np.ravel(np.asarray(scores_negative, dtype=np.float64))
     for argument, scores in (("scores_positive", positive), ("scores_negative", negative)):
         if scores.size == 0 or not np.all(np.isfinite(scores)):
-            raise ValueError(f"`{argument}` must be a non-empty array of finite scores, "
-                             f"got {scores.size} values.")
+            raise ValueError(
+                f"`{argument}` must be a non-empty array of finite scores, "
+                f"got {scores.size} values."
+            )
     labels = np.concatenate([np.ones(positive.size), np.zeros(negative.size)])
     return float(sklearn.metrics.roc_auc_score(labels, np.concatenate([positive, negative])))
 
@@ -196,8 +203,9 @@ def uncertainty_score(result, score="mutual_information"):
     return getattr(result, score)
 
 
-def ood_auroc(in_distribution, out_of_distribution, score="mutual_information", model=None,
-              **predict_kwargs):
+def ood_auroc(
+    in_distribution, out_of_distribution, score="mutual_information", model=None, **predict_kwargs
+):
     """AUROC of telling out-of-distribution inputs (positives) from in-distribution ones by an
     uncertainty score; 0.5 is chance, 1 perfect.
 
@@ -209,11 +217,16 @@ def ood_auroc(in_distribution, out_of_distribution, score="mutual_information", 
     if score not in SCORES:
         raise ValueError(f"`score` must be one of {SCORES}, got score={score!r}.")
     results = []
-    for argument, value in (("in_distribution", in_distribution), ("out_of_distribution", out_of_distribution)):
+    for argument, value in (
+        ("in_distribution", in_distribution),
+        ("out_of_distribution", out_of_distribution),
+    ):
         if not hasattr(value, "mutual_information"):  # inputs, not a tfbdl.predict result
             if model is None:
-                raise ValueError(f"`{argument}` is not a tfbdl.predict result, so `model` is needed "
-                                 "to predict it; got model=None.")
+                raise ValueError(
+                    f"`{argument}` is not a tfbdl.predict result, so `model` is needed "
+                    "to predict it; got model=None."
+                )
             value = predict(model, value, **predict_kwargs)
         results.append(value)
     return auroc(uncertainty_score(results[1], score), uncertainty_score(results[0], score))
@@ -225,8 +238,10 @@ def misclassification_auroc(y, result, score="entropy"):
     values = uncertainty_score(result, score)
     wrong = result.predicted_class != y
     if wrong.all() or not wrong.any():
-        raise ValueError("misclassification_auroc needs both right and wrong predictions, got "
-                         f"{int(wrong.sum())} wrong of {len(y)}.")
+        raise ValueError(
+            "misclassification_auroc needs both right and wrong predictions, got "
+            f"{int(wrong.sum())} wrong of {len(y)}."
+        )
     return auroc(values[wrong], values[~wrong])
 
 
@@ -293,20 +308,30 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         self.from_logits = bool(from_logits)
         shape = (self.num_bins,)
         self.counts = self.add_variable(shape=shape, initializer="zeros", name="counts")
-        self.confidence_sums = self.add_variable(shape=shape, initializer="zeros", name="confidence_sums")
+        self.confidence_sums = self.add_variable(
+            shape=shape, initializer="zeros", name="confidence_sums"
+        )
         self.correct_sums = self.add_variable(shape=shape, initializer="zeros", name="correct_sums")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         probs = _probabilities(y_pred, self.from_logits)
         labels = _sparse_labels(y_true, probs.shape[-1])
         confidence = tf.reduce_max(probs, axis=-1)
-        correct = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32)
+        correct = tf.cast(
+            tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32
+        )
         boundaries = np.linspace(0.0, 1.0, self.num_bins + 1)[1:-1]
         bins = tf.searchsorted(tf.constant(boundaries, tf.float32), confidence, side="left")
-        weight = tf.ones_like(confidence) if sample_weight is None else tf.reshape(
-            tf.cast(sample_weight, tf.float32), [-1])
-        for variable, values in ((self.counts, weight), (self.confidence_sums, weight * confidence),
-                                 (self.correct_sums, weight * correct)):
+        weight = (
+            tf.ones_like(confidence)
+            if sample_weight is None
+            else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        )
+        for variable, values in (
+            (self.counts, weight),
+            (self.confidence_sums, weight * confidence),
+            (self.correct_sums, weight * correct),
+        ):
             variable.assign_add(tf.math.unsorted_segment_sum(values, bins, self.num_bins))
 
     def result(self):

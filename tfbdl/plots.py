@@ -43,10 +43,14 @@ def training_curves(history, path=None):
     """
     logs = getattr(history, "history", history)
     if not isinstance(logs, dict):
-        raise ValueError(f"`history` must be a keras History or a dict of lists, got {type(history).__name__}.")
+        raise ValueError(
+            f"`history` must be a keras History or a dict of lists, got {type(history).__name__}."
+        )
     keys = [key for key in CURVES if key in logs]
     if not keys:
-        raise ValueError(f"`history` has none of the curves {tuple(CURVES)}; it has {sorted(logs)}.")
+        raise ValueError(
+            f"`history` has none of the curves {tuple(CURVES)}; it has {sorted(logs)}."
+        )
     figure = matplotlib.figure.Figure(figsize=(4.2 * len(keys), 3.4), layout="constrained")
     for ax, key in zip(figure.subplots(1, len(keys), squeeze=False)[0], keys):
         epochs = np.arange(1, len(logs[key]) + 1)
@@ -58,8 +62,17 @@ def training_curves(history, path=None):
     return _finish(figure, path)
 
 
-def uncertainty_surface(model, x, y=None, quantity="mean", num_samples=100, grid_size=100,
-                        class_index=-1, margin=0.5, path=None):
+def uncertainty_surface(
+    model,
+    x,
+    y=None,
+    quantity="mean",
+    num_samples=100,
+    grid_size=100,
+    class_index=-1,
+    margin=0.5,
+    path=None,
+):
     """A predictive quantity of `model` over a grid covering 2-D inputs `x`, with the data on top.
 
     `quantity` is "mean" or "std" of the probability of class `class_index` (class 1 of a
@@ -67,17 +80,23 @@ def uncertainty_surface(model, x, y=None, quantity="mean", num_samples=100, grid
     (from `tfbdl.predict` with `num_samples` passes at each of grid_size^2 points).
     """
     if quantity not in SURFACE_QUANTITIES:
-        raise ValueError(f"`quantity` must be one of {SURFACE_QUANTITIES}, got quantity={quantity!r}.")
+        raise ValueError(
+            f"`quantity` must be one of {SURFACE_QUANTITIES}, got quantity={quantity!r}."
+        )
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"`x` must be 2-D inputs of shape (N, 2), got shape {x.shape}.")
     low, high = x.min(axis=0) - margin, x.max(axis=0) + margin
-    grid_x, grid_y = np.meshgrid(np.linspace(low[0], high[0], grid_size), np.linspace(low[1], high[1], grid_size))
+    grid_x, grid_y = np.meshgrid(
+        np.linspace(low[0], high[0], grid_size), np.linspace(low[1], high[1], grid_size)
+    )
     grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).astype(np.float32)
     result = predict(model, grid, num_samples=num_samples, progress=False)
     values = getattr(result, quantity)
     if values is None:
-        raise ValueError(f"`quantity`={quantity!r} needs a classifier; model gives {result.output!r} outputs.")
+        raise ValueError(
+            f"`quantity`={quantity!r} needs a classifier; model gives {result.output!r} outputs."
+        )
     if values.ndim == 2:
         class_index %= values.shape[1]
         values = values[:, class_index]
@@ -85,11 +104,19 @@ def uncertainty_surface(model, x, y=None, quantity="mean", num_samples=100, grid
     figure = matplotlib.figure.Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = figure.subplots()
     filled = ax.contourf(grid_x, grid_y, values.reshape(grid_x.shape), levels=20, cmap="viridis")
-    figure.colorbar(filled, ax=ax, label=quantity if quantity != "mean" else f"p(class {class_index})")
+    figure.colorbar(
+        filled, ax=ax, label=quantity if quantity != "mean" else f"p(class {class_index})"
+    )
     if y is not None:
-        ax.scatter(x[:, 0], x[:, 1], c=np.asarray(y), cmap="coolwarm", s=10, edgecolors="k", linewidths=0.3)
+        ax.scatter(
+            x[:, 0], x[:, 1], c=np.asarray(y), cmap="coolwarm", s=10, edgecolors="k", linewidths=0.3
+        )
     label = f"class {class_index} " if quantity in ("mean", "std") else ""
-    ax.set(title=f"predictive {label}{quantity} ({num_samples} samples)", xlabel="$x_1$", ylabel="$x_2$")
+    ax.set(
+        title=f"predictive {label}{quantity} ({num_samples} samples)",
+        xlabel="$x_1$",
+        ylabel="$x_2$",
+    )
     return _finish(figure, path)
 
 
@@ -102,8 +129,15 @@ def reliability_diagram(y, probs, num_bins=15, path=None):
     figure = matplotlib.figure.Figure(figsize=(4.5, 5.5), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.bar(centres, np.nan_to_num(bins.accuracy), width=width, edgecolor="k", label="accuracy")
-    top.bar(centres, np.nan_to_num(bins.confidence - bins.accuracy), bottom=np.nan_to_num(bins.accuracy),
-            width=width, color="tab:red", alpha=0.3, label="gap to confidence")
+    top.bar(
+        centres,
+        np.nan_to_num(bins.confidence - bins.accuracy),
+        bottom=np.nan_to_num(bins.accuracy),
+        width=width,
+        color="tab:red",
+        alpha=0.3,
+        label="gap to confidence",
+    )
     top.plot([0, 1], [0, 1], "k--", label="calibrated")
     top.set(ylabel="accuracy", title=f"reliability (ECE = {ece:.3f})", xlim=(0, 1), ylim=(0, 1))
     top.legend(loc="upper left")
@@ -114,7 +148,8 @@ def reliability_diagram(y, probs, num_bins=15, path=None):
 
 def uncertainty_histogram(y, result, score="entropy", bins=30, path=None):
     """Histograms of an uncertainty score (see `tfbdl.metrics.uncertainty_score`) for correct
-    and wrong predictions of a `tfbdl.predict` result; the legend gives the misclassification AUROC."""
+    and wrong predictions of a `tfbdl.predict` result; the title gives the misclassification
+    AUROC."""
     y = metrics.check_labels(y, result.mean.shape[-1], result.mean.shape[0])
     values = metrics.uncertainty_score(result, score)
     correct = result.predicted_class == y
@@ -123,11 +158,19 @@ def uncertainty_histogram(y, result, score="entropy", bins=30, path=None):
     edges = np.histogram_bin_edges(values, bins=bins)
     for mask, label, color in ((correct, "correct", "tab:blue"), (~correct, "wrong", "tab:red")):
         if mask.any():
-            ax.hist(values[mask], bins=edges, density=True, alpha=0.5, color=color,
-                    label=f"{label} ({int(mask.sum())})")
+            ax.hist(
+                values[mask],
+                bins=edges,
+                density=True,
+                alpha=0.5,
+                color=color,
+                label=f"{label} ({int(mask.sum())})",
+            )
     title = score
     if correct.any() and not correct.all():
-        title += f" (misclassification AUROC {metrics.auroc(values[~correct], values[correct]):.3f})"
+        title += (
+            f" (misclassification AUROC {metrics.auroc(values[~correct], values[correct]):.3f})"
+        )
     ax.set(xlabel=score, ylabel="density", title=title)
     ax.legend()
     return _finish(figure, path)
@@ -141,13 +184,17 @@ def sample_histograms(samples, indices, class_names=None, bins=20, path=None):
     """
     samples = getattr(samples, "samples", samples)
     if samples is None or np.ndim(samples) != 3:
-        raise ValueError("`samples` must be an (S, N, C) array or a tfbdl.predict result made with "
-                         "return_samples=True.")
+        raise ValueError(
+            "`samples` must be an (S, N, C) array or a tfbdl.predict result made with "
+            "return_samples=True."
+        )
     samples = np.asarray(samples)
     indices = list(np.atleast_1d(indices))
     bad = [i for i in indices if not 0 <= i < samples.shape[1]]
     if bad or not indices:
-        raise ValueError(f"`indices` must be non-empty and in [0, {samples.shape[1]}), got {indices}.")
+        raise ValueError(
+            f"`indices` must be non-empty and in [0, {samples.shape[1]}), got {indices}."
+        )
     names = class_names or [f"class {c}" for c in range(samples.shape[2])]
     figure = matplotlib.figure.Figure(figsize=(3.4 * len(indices), 3.0), layout="constrained")
     for ax, index in zip(figure.subplots(1, len(indices), squeeze=False, sharey=True)[0], indices):
@@ -165,7 +212,12 @@ def confusion_matrix(y, predicted, class_names=None, normalize=None, path=None):
     figure = matplotlib.figure.Figure(figsize=(5.5, 5), layout="constrained")
     ax = figure.subplots()
     sklearn.metrics.ConfusionMatrixDisplay.from_predictions(
-        np.asarray(y), np.asarray(predicted), display_labels=class_names, normalize=normalize,
-        ax=ax, colorbar=False, values_format=".2f" if normalize else "d",
+        np.asarray(y),
+        np.asarray(predicted),
+        display_labels=class_names,
+        normalize=normalize,
+        ax=ax,
+        colorbar=False,
+        values_format=".2f" if normalize else "d",
     )
     return _finish(figure, path)

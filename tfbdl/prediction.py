@@ -96,8 +96,11 @@ def summarize_state(state, classification):
         entropy = _entropy(mean)
         aleatoric = sum_entropy / count
         # Mutual information is >= 0 (Jensen); clip float32 round-off below zero.
-        summary.update(entropy=entropy.numpy(), aleatoric=aleatoric.numpy(),
-                       mutual_information=tf.maximum(entropy - aleatoric, 0.0).numpy())
+        summary.update(
+            entropy=entropy.numpy(),
+            aleatoric=aleatoric.numpy(),
+            mutual_information=tf.maximum(entropy - aleatoric, 0.0).numpy(),
+        )
     return summary
 
 
@@ -130,8 +133,11 @@ def _make_step(model, output, num_samples, return_samples, jit_compile):
         first = sample(x)
         state = initial_state(first, classification)
         # All samples only when asked for; otherwise a placeholder rides through the loop.
-        samples = (tf.TensorArray(tf.float32, size=num_samples, element_shape=first.shape).write(0, first)
-                   if return_samples else tf.zeros(()))
+        samples = (
+            tf.TensorArray(tf.float32, size=num_samples, element_shape=first.shape).write(0, first)
+            if return_samples
+            else tf.zeros(())
+        )
 
         def body(i, state, samples):
             prediction = sample(x)
@@ -173,7 +179,7 @@ def _final_layer(model):
 
 
 def detect_output(model):
-    """"probabilities" for a final softmax/sigmoid, else a ValueError asking for `output=`."""
+    """ "probabilities" for a final softmax/sigmoid, else a ValueError asking for `output=`."""
     layer = _final_layer(model)
     if isinstance(layer, keras.layers.Softmax):
         return "probabilities"
@@ -190,8 +196,9 @@ def detect_output(model):
 
 def _check_int(value, argument, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"predict: `{argument}` must be an integer >= {minimum}, "
-                         f"got {argument}={value!r}.")
+        raise ValueError(
+            f"predict: `{argument}` must be an integer >= {minimum}, got {argument}={value!r}."
+        )
 
 
 def _check_x_shape(model, shape):
@@ -204,8 +211,9 @@ def _check_x_shape(model, shape):
         return
     expected = tuple(inputs[0].shape[1:])
     got = tuple(shape[1:])
-    if len(got) != len(expected) or any(e is not None and g is not None and e != g
-                                        for e, g in zip(expected, got)):
+    if len(got) != len(expected) or any(
+        e is not None and g is not None and e != g for e, g in zip(expected, got)
+    ):
         raise ValueError(
             f"predict: `x` has shape {tuple(shape)}, but model {model.name!r} expects inputs "
             f"of shape (batch,) + {expected}."
@@ -228,14 +236,22 @@ def _batches(model, x, batch_size):
     if np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32, copy=False)
     starts = range(0, len(x), batch_size)
-    return (tf.convert_to_tensor(x[start:start + batch_size]) for start in starts), len(starts)
+    return (tf.convert_to_tensor(x[start : start + batch_size]) for start in starts), len(starts)
 
 
 # ---------------------------------------------------------------------- predict
 
 
-def predict(model, x, num_samples=100, batch_size=500, output="auto", return_samples=False,
-            progress=True, jit_compile=False):
+def predict(
+    model,
+    x,
+    num_samples=100,
+    batch_size=500,
+    output="auto",
+    return_samples=False,
+    progress=True,
+    jit_compile=False,
+):
     """Posterior predictive summary of `model` on `x` from `num_samples` stochastic passes.
 
     Args:
@@ -264,11 +280,15 @@ def predict(model, x, num_samples=100, batch_size=500, output="auto", return_sam
     if output == "auto":
         output = detect_output(model)
     elif output not in OUTPUTS:
-        raise ValueError(f"predict: `output` must be 'auto' or one of {OUTPUTS}, got output={output!r}.")
+        raise ValueError(
+            f"predict: `output` must be 'auto' or one of {OUTPUTS}, got output={output!r}."
+        )
     batches, num_batches = _batches(model, x, batch_size)
 
     deterministic = num_samples == 0
-    mode = posterior_mean(model) if deterministic and stochastic_layers else contextlib.nullcontext()
+    mode = (
+        posterior_mean(model) if deterministic and stochastic_layers else contextlib.nullcontext()
+    )
     with mode:
         step = _cached_step(model, output, max(num_samples, 1), return_samples, jit_compile)
         parts, samples = [], []

@@ -26,8 +26,12 @@ def _posteriors(model):
     layers = bayesian_layers(model)
     if not layers:
         raise ValueError(f"`model` {model.name!r} has no tfbdl Bayesian layers to prune.")
-    return [posterior for layer in layers
-            for posterior in (layer.kernel_posterior, layer.bias_posterior) if posterior is not None]
+    return [
+        posterior
+        for layer in layers
+        for posterior in (layer.kernel_posterior, layer.bias_posterior)
+        if posterior is not None
+    ]
 
 
 def _snr(posterior):
@@ -36,7 +40,9 @@ def _snr(posterior):
 
 def signal_to_noise(model):
     """|mu| / sigma of every stochastic weight of `model` (kernels and Bayesian biases), 1-D."""
-    return np.concatenate([tf.reshape(_snr(posterior), [-1]).numpy() for posterior in _posteriors(model)])
+    return np.concatenate(
+        [tf.reshape(_snr(posterior), [-1]).numpy() for posterior in _posteriors(model)]
+    )
 
 
 def prune(model, snr_threshold):
@@ -47,14 +53,18 @@ def prune(model, snr_threshold):
     stochastic weights (kernels and Bayesian biases) pruned. Threshold 0 prunes nothing.
     """
     if isinstance(snr_threshold, bool) or not np.isscalar(snr_threshold) or not snr_threshold >= 0:
-        raise ValueError(f"prune: `snr_threshold` must be a number >= 0, got snr_threshold={snr_threshold!r}.")
+        raise ValueError(
+            f"prune: `snr_threshold` must be a number >= 0, got snr_threshold={snr_threshold!r}."
+        )
     posteriors = _posteriors(model)
     pruned_rho = tf.constant(_softplus_inverse(PRUNED_SCALE), tf.float32)
     pruned = total = 0
     for posterior in posteriors:
         mask = _snr(posterior) < snr_threshold
         posterior.loc.assign(tf.where(mask, 0.0, posterior.loc))
-        posterior.untransformed_scale.assign(tf.where(mask, pruned_rho, posterior.untransformed_scale))
+        posterior.untransformed_scale.assign(
+            tf.where(mask, pruned_rho, posterior.untransformed_scale)
+        )
         pruned += int(tf.reduce_sum(tf.cast(mask, tf.int64)))
         total += int(np.prod(posterior.shape))
     return pruned / total
