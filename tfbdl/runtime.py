@@ -13,6 +13,20 @@ loss, KL terms included, by 1 / replicas and sums the replicas' gradients, so th
 counted once. Under a mixed policy the Bayesian layers keep their variational means and
 scales, hyperpriors and KL in float32 (they run with `autocast=False` and cast only what
 they feed the matmul/convolution to the compute dtype).
+
+Keras 3.15's `model.fit` cannot start under a multi-worker strategy (its symbolic build
+reduces the nested input batch and raises, with plain Keras layers too); train multi-worker
+with a custom loop that calls `model.compute_loss` (which still reports `nll` and `kl`):
+
+    @tf.function
+    def train_step(batch):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = model.compute_loss(x, y, model(x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        return strategy.reduce("SUM", strategy.run(step, args=batch), axis=None)
 """
 
 import json
