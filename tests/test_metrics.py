@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import sklearn.metrics
 
+import tfbdl
 from tfbdl import metrics
 
 # Five examples, confidences 0.9, 0.7, 0.65, 0.55, 0.95 (none on a bin edge of 5 bins).
@@ -116,14 +117,15 @@ def test_keras_metrics_in_compile_for_a_sigmoid_classifier():
         metrics=[metrics.ExpectedCalibrationError(num_bins=5), metrics.NegativeLogLikelihood()],
     )
     history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    assert {"ece", "nll"} <= set(history.history)
+    assert {"ece", "negative_log_likelihood"} <= set(history.history)
     logs = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     p = model.predict(x, verbose=0)[:, 0]
     assert logs["ece"] == pytest.approx(
         metrics.expected_calibration_error(y.astype(int), p, 5), abs=1e-5
     )
-    assert logs["nll"] == pytest.approx(metrics.nll(y.astype(int), p), rel=1e-5)
-    assert logs["nll"] == pytest.approx(logs["loss"], rel=1e-4)  # binary cross-entropy is the NLL
+    assert logs["negative_log_likelihood"] == pytest.approx(metrics.nll(y.astype(int), p), rel=1e-5)
+    # binary cross-entropy is the NLL
+    assert logs["negative_log_likelihood"] == pytest.approx(logs["loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -156,3 +158,21 @@ def test_bad_num_bins_and_score():
         )
     with pytest.raises(ValueError, match="`scores_negative`"):
         metrics.auroc([1.0], [])
+
+
+def test_keras_metrics_beside_the_elbo_terms_of_a_bayesian_model():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 2)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    model = keras.Sequential(
+        [keras.Input((2,)), tfbdl.layers.DenseFlipout(3, activation="softmax")]
+    )
+    tfbdl.set_kl_weight(model, num_examples=len(x))
+    model.compile(
+        "adam",
+        "sparse_categorical_crossentropy",
+        metrics=[metrics.ExpectedCalibrationError(), metrics.NegativeLogLikelihood()],
+    )
+    history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert {"loss", "nll", "kl", "ece", "negative_log_likelihood"} <= set(history.history)
+    assert all(np.isfinite(values[-1]) for values in history.history.values())

@@ -278,7 +278,7 @@ class NegativeLogLikelihood(keras.metrics.Mean):
                       metrics=[tfbdl.metrics.NegativeLogLikelihood()])
     """
 
-    def __init__(self, from_logits=False, name="nll", dtype=None):
+    def __init__(self, from_logits=False, name="negative_log_likelihood", dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
 
