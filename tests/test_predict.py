@@ -143,6 +143,18 @@ def test_repeated_calls_do_not_retrace_and_xla_agrees():
     plain = tfbdl.predict(model, X, num_samples=0, progress=False)
     xla = tfbdl.predict(model, X, num_samples=0, progress=False, jit_compile=True)
     np.testing.assert_allclose(xla.mean, plain.mean, atol=1e-5)
+    xla_stochastic = tfbdl.predict(model, X, num_samples=4, progress=False, jit_compile=True)
+    assert xla_stochastic.mutual_information.max() > 0.0
+
+
+def test_output_detected_through_nested_models_and_softmax_layers():
+    head = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    inputs = keras.Input((2,))
+    nested = keras.Model(inputs, head(DenseFlipout(4)(inputs)))
+    softmax_layer = keras.Sequential([keras.Input((2,)), DenseFlipout(3), keras.layers.Softmax()])
+    for model in (nested, softmax_layer):
+        assert predict_module.detect_output(model) == "probabilities"
+        assert tfbdl.predict(model, X, num_samples=2, progress=False).mean.shape == (70, 3)
 
 
 def test_ood_auroc_from_a_model_and_inputs():
