@@ -121,7 +121,7 @@ def to_predictions(outputs, output):
 
 
 def _make_step(model, output, num_samples, return_samples, jit_compile):
-    """A tf.function: batch -> (running-sums state, samples or None) over `num_samples` passes."""
+    """A tf.function: batch -> (running sums, (S, B, ...) samples or a placeholder), S passes."""
     model_ref = weakref.ref(model)
     classification = output != "regression"
 
