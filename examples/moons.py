@@ -13,7 +13,6 @@ import pathlib
 import time
 
 import keras
-import numpy as np
 
 import tfbdl
 
@@ -71,11 +70,15 @@ def main(argv=None):
     )
     seconds = time.perf_counter() - start
 
-    # Predictive mean over 100 stochastic passes (Monte Carlo model averaging).
-    probs = np.mean([model(x_test, training=False).numpy()[:, 0] for _ in range(100)], axis=0)
-    accuracy = float(np.mean((probs > 0.5) == y_test))
+    # Posterior predictive from 100 weight samples (Monte Carlo model averaging) and its scores.
+    result = tfbdl.predict(model, x_test, num_samples=100, progress=False)
+    accuracy = tfbdl.metrics.accuracy(y_test, result.mean)
+    nll = tfbdl.metrics.nll(y_test, result.mean)
+    ece = tfbdl.metrics.expected_calibration_error(y_test, result.mean)
     metrics = {
         "test_accuracy": accuracy,
+        "test_nll": nll,
+        "test_ece": ece,
         "final_loss": float(history.history["loss"][-1]),
         "train_examples": len(x_train),
         "test_examples": len(x_test),
@@ -87,7 +90,14 @@ def main(argv=None):
     output_dir = pathlib.Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"two moons test accuracy: {accuracy:.4f} ({len(x_test)} test points, 100 posterior samples)")
+    for quantity in ("mean", "std"):
+        tfbdl.plots.uncertainty_surface(model, x_train, y_train, quantity=quantity, num_samples=100,
+                                        path=output_dir / f"predictive_{quantity}.png")
+    tfbdl.plots.training_curves(history, path=output_dir / "training_curves.png")
+    print(f"two moons test accuracy: {accuracy:.4f}, NLL: {nll:.4f}, ECE: {ece:.4f} "
+          f"({len(x_test)} test points, 100 posterior samples)")
+    print(f"figures: {output_dir / 'predictive_mean.png'}, {output_dir / 'predictive_std.png'}, "
+          f"{output_dir / 'training_curves.png'}")
     print(f"TensorBoard logs: {args.logdir}   metrics: {output_dir / 'metrics.json'}")
     return metrics
 
