@@ -184,7 +184,8 @@ def prediction_times(images, num_samples, batch_size, repeats):
     `num_samples` deterministic passes of the same CNN built from keras.layers, over `images`.
 
     The deterministic passes are the cheapest plain way: one traced forward per batch,
-    called `num_samples` times. The two alternate within each repeat (warm-up run first).
+    called `num_samples` times. The two alternate within each repeat, after a warm-up
+    (tracing) on one batch.
     """
     import keras
 
@@ -196,22 +197,25 @@ def prediction_times(images, num_samples, batch_size, repeats):
     for model in (bayesian, plain):  # probabilities out, as a classifier's predict gives
         model.layers[-1].activation = keras.activations.softmax
     forward = tf.function(lambda x: plain(x, training=False))
-    batches = [tf.constant(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    batches = [images[start:start + batch_size] for start in range(0, len(images), batch_size)]
 
-    def deterministic():
+    def deterministic(batches):
         for batch in batches:
+            batch = tf.constant(batch)
             for _ in range(num_samples):
                 forward(batch).numpy()
 
-    def monte_carlo():
-        tfbdl.predict(bayesian, images, num_samples=num_samples, batch_size=batch_size,
-                      progress=False)
+    def monte_carlo(batches):
+        tfbdl.predict(bayesian, np.concatenate(batches), num_samples=num_samples,
+                      batch_size=batch_size, progress=False)
 
-    times = {"deterministic": [], "tfbdl.predict": []}
-    for repeat in range(repeats + 1):
-        for name, run in (("deterministic", deterministic), ("tfbdl.predict", monte_carlo)):
+    runs = {"deterministic": deterministic, "tfbdl.predict": monte_carlo}
+    for run in runs.values():  # warm-up (tracing) on one batch
+        run(batches[:1])
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
             start = time.perf_counter()
-            run()
-            if repeat:  # repeat 0 is the warm-up (tracing)
-                times[name].append(time.perf_counter() - start)
+            run(batches)
+            times[name].append(time.perf_counter() - start)
     return times

@@ -32,9 +32,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 class Config:
     """What to measure and how long; `FULL`, `QUICK` and `TINY` are the presets."""
 
-    warmup: int = 5
-    steps: int = 30
-    repeats: int = 5
+    warmup: int = 3
+    steps: int = 20
+    repeats: int = 3
     batch: int = 128
     mlp_widths: tuple = (784, 800, 800, 10)
     cnn_filters: int = 32

@@ -164,18 +164,21 @@ class BayesianLayer:
             inputs = tf.cast(inputs, self.compute_dtype)
         kernel_seed, kernel_kl_seed, bias_seed, bias_kl_seed = self._next_seeds(4)
 
+        # One read of mu and sigma per call, shared by the estimator and the KL (see `snapshot`).
+        kernel = self.kernel_posterior.snapshot()
         if self.use_posterior_mean:
-            outputs = self.linear(inputs, tf.cast(self.kernel_posterior.loc, inputs.dtype))
+            outputs = self.linear(inputs, tf.cast(kernel.loc, inputs.dtype))
             kernel_sample = None
         else:
             # `estimator` is a plain function stored on the class, so it is bound: it gets `self`.
-            outputs, kernel_sample = self.estimator(inputs, self.kernel_posterior, kernel_seed)
-        kl = self._weight_kl(self.kernel_posterior, self.kernel_prior_term, kernel_sample, kernel_kl_seed)
+            outputs, kernel_sample = self.estimator(inputs, kernel, kernel_seed)
+        kl = self._weight_kl(kernel, self.kernel_prior_term, kernel_sample, kernel_kl_seed)
 
         if self.bias_posterior is not None:
-            bias_sample = None if self.use_posterior_mean else self.bias_posterior.sample(bias_seed)
-            kl += self._weight_kl(self.bias_posterior, self.bias_prior_term, bias_sample, bias_kl_seed)
-            bias = self.bias_posterior.loc if bias_sample is None else bias_sample
+            bias_posterior = self.bias_posterior.snapshot()
+            bias_sample = None if self.use_posterior_mean else bias_posterior.sample(bias_seed)
+            kl += self._weight_kl(bias_posterior, self.bias_prior_term, bias_sample, bias_kl_seed)
+            bias = bias_posterior.loc if bias_sample is None else bias_sample
             outputs = self.add_bias(outputs, tf.cast(bias, outputs.dtype))
         elif self.use_bias:
             outputs = self.add_bias(outputs, tf.cast(self._deterministic_bias, outputs.dtype))
