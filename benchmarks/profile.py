@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 
+from tfbdl import sampling  # noqa: E402
+
 tfd = tfp.distributions
 
 
@@ -68,13 +70,20 @@ def pieces(width, batch):
         return tf.constant(0.0)
 
     return {
-        "normal, stateless Philox (tfbdl)": total(lambda: tf.random.stateless_normal(shape, seed, alg="philox")),
+        "normal, Box-Muller on stateless Philox uniforms (tfbdl.sampling)": total(
+            lambda: sampling.standard_normal(shape, seed)),
+        "normal, stateless Philox (tf.random.stateless_normal)": total(
+            lambda: tf.random.stateless_normal(shape, seed, alg="philox")),
         "normal, stateless ThreeFry": total(lambda: tf.random.stateless_normal(shape, [1, 2], alg="threefry")),
         "normal, tf.random.Generator (Philox)": total(lambda: generator.normal(shape)),
         "normal, stateful tf.random.normal (tfp.layers)": total(lambda: tf.random.normal(shape)),
         "uniform float, stateless Philox": total(lambda: tf.random.stateless_uniform(shape, seed)),
         "random bits int32, stateless Philox": total(
             lambda: tf.random.stateless_uniform(shape, seed, dtype=tf.int32, minval=None, maxval=None)),
+        f"signs ({batch} x {width}), tfp.random.rademacher": total(
+            lambda: tfp.random.rademacher((batch, width), seed=seed)),
+        f"signs ({batch} x {width}), tfbdl.sampling.rademacher": total(
+            lambda: sampling.rademacher((batch, width), tf.float32, seed)),
         "softplus(rho)": total(lambda: tf.nn.softplus(rho)),
         "softplus(rho) * eps + mu (eps given)": total(lambda: tf.nn.softplus(rho) * gradient + loc),
         "closed-form KL(q || N(0, 1)), value and gradient": kl_and_gradient,

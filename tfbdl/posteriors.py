@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfbdl import sampling
+
 tfd = tfp.distributions
 
 __all__ = ["MeanFieldNormal", "NormalWeights", "get"]
@@ -55,9 +57,7 @@ class NormalWeights:
 
     def sample(self, seed):
         """One reparameterized draw w = mu + sigma * eps, eps ~ N(0, I) (stateless seed)."""
-        return self.loc + self.scale() * tf.random.stateless_normal(
-            self.shape, seed=seed, dtype=self.loc.dtype
-        )
+        return self.loc + self.scale() * sampling.standard_normal(self.shape, seed, self.loc.dtype)
 
     def snapshot(self):
         """These weights with mu and sigma read once, as tensors, for one forward pass.

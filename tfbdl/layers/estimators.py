@@ -16,10 +16,12 @@ import ml_dtypes
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfbdl import sampling
+
 
 def _noise(kernel, seed):
     """Delta W = sigma * eps, eps ~ N(0, I): one weight-shaped draw."""
-    return kernel.scale() * tf.random.stateless_normal(kernel.shape, seed=seed)
+    return kernel.scale() * sampling.standard_normal(kernel.shape, seed)
 
 
 def reparameterization(layer, inputs, kernel, seed):
@@ -41,23 +43,6 @@ def _per_example_shape(x, channel_axis):
     return tf.stack([dynamic[i] if i in (0, channel_axis) else 1 for i in range(rank)])
 
 
-def _rademacher(shape, dtype, seed):
-    """Independent random signs, +1 or -1 with probability 1/2 each.
-
-    Every bit of a Philox draw is an independent fair coin, so one random 32-bit word gives
-    32 signs: one small draw and a bit unpacking. (`tfp.random.rademacher` draws integers in
-    [0, 2) with `StatelessRandomUniformIntV2`, whose range reduction on CPU cost about as
-    much as the whole weight-noise draw of a Flipout layer; see benchmarks/PROFILE.md.)
-    """
-    size = tf.reduce_prod(shape)
-    words = tf.random.stateless_uniform(
-        [(size + 31) // 32, 1], seed=seed, dtype=tf.int32, minval=None, maxval=None
-    )
-    bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(words, tf.range(32)), 1)
-    signs = tf.cast(2 * bits - 1, dtype)
-    return tf.reshape(tf.reshape(signs, [-1])[:size], shape)
-
-
 def flipout(layer, inputs, kernel, seed):
     """Flipout (Wen et al. 2018, "Flipout: Efficient Pseudo-Independent Weight Perturbations
     on Mini-Batches"): per-example weights W_n = mu + Delta W * (s_n r_n^T), with random signs
@@ -71,9 +56,11 @@ def flipout(layer, inputs, kernel, seed):
     noise_seed, sign_in_seed, sign_out_seed = tfp.random.split_seed(seed, n=3)
     delta = _noise(kernel, noise_seed)
     mean_outputs = layer.linear(inputs, tf.cast(kernel.loc, inputs.dtype))
-    sign_in = _rademacher(_per_example_shape(inputs, layer.channel_axis), inputs.dtype, sign_in_seed)
+    sign_in = sampling.rademacher(
+        _per_example_shape(inputs, layer.channel_axis), inputs.dtype, sign_in_seed
+    )
     perturbation = layer.linear(inputs * sign_in, tf.cast(delta, inputs.dtype))
-    sign_out = _rademacher(
+    sign_out = sampling.rademacher(
         _per_example_shape(perturbation, layer.channel_axis), inputs.dtype, sign_out_seed
     )
     return mean_outputs + perturbation * sign_out, kernel.loc + delta
@@ -92,5 +79,5 @@ def local_reparameterization(layer, inputs, kernel, seed):
     # max(.., tiny) keeps d sqrt / d variance finite where an input row is all zeros.
     tiny = ml_dtypes.finfo(inputs.dtype.as_numpy_dtype).tiny
     stddev = tf.sqrt(tf.maximum(variance, tiny))
-    eps = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
+    eps = sampling.standard_normal(tf.shape(mean), seed, mean.dtype)
     return mean + stddev * eps, None
