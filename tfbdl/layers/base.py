@@ -39,6 +39,16 @@ def _warn_unset_kl_weight(layer):
     )
 
 
+def _weight_kl(posterior, prior_term, sample, seed):
+    """The prior term's KL, drawing a fresh weight sample only if it needs one."""
+    # A module function, not a staticmethod: reached through `self`, the staticmethod was
+    # mis-called by AutoGraph in `tf.function(lambda: layer.kl_divergence())` once other
+    # traced code had run ("_weight_kl() missing 3 required positional arguments").
+    if prior_term.requires_sample and sample is None:
+        sample = posterior.sample(seed)
+    return prior_term.kl(posterior, sample)
+
+
 class BayesianLayer:
     """Mixin placed before a Keras layer class; see the module docstring.
 
@@ -172,12 +182,12 @@ class BayesianLayer:
         else:
             # `estimator` is a plain function stored on the class, so it is bound: it gets `self`.
             outputs, kernel_sample = self.estimator(inputs, kernel, kernel_seed)
-        kl = self._weight_kl(kernel, self.kernel_prior_term, kernel_sample, kernel_kl_seed)
+        kl = _weight_kl(kernel, self.kernel_prior_term, kernel_sample, kernel_kl_seed)
 
         if self.bias_posterior is not None:
             bias_posterior = self.bias_posterior.snapshot()
             bias_sample = None if self.use_posterior_mean else bias_posterior.sample(bias_seed)
-            kl += self._weight_kl(bias_posterior, self.bias_prior_term, bias_sample, bias_kl_seed)
+            kl += _weight_kl(bias_posterior, self.bias_prior_term, bias_sample, bias_kl_seed)
             bias = bias_posterior.loc if bias_sample is None else bias_sample
             outputs = self.add_bias(outputs, tf.cast(bias, outputs.dtype))
         elif self.use_bias:
@@ -188,19 +198,12 @@ class BayesianLayer:
             outputs = self.activation(outputs)
         return outputs
 
-    @staticmethod
-    def _weight_kl(posterior, prior_term, sample, seed):
-        """The prior term's KL, drawing a fresh weight sample only if it needs one."""
-        if prior_term.requires_sample and sample is None:
-            sample = posterior.sample(seed)
-        return prior_term.kl(posterior, sample)
-
     def kl_divergence(self):
         """KL(q || p) of this layer's weights (unweighted; a fresh sample for Monte Carlo terms)."""
         kernel_seed, bias_seed = self._next_seeds(2)
-        kl = self._weight_kl(self.kernel_posterior, self.kernel_prior_term, None, kernel_seed)
+        kl = _weight_kl(self.kernel_posterior, self.kernel_prior_term, None, kernel_seed)
         if self.bias_posterior is not None:
-            kl += self._weight_kl(self.bias_posterior, self.bias_prior_term, None, bias_seed)
+            kl += _weight_kl(self.bias_posterior, self.bias_prior_term, None, bias_seed)
         return kl
 
     def _next_seeds(self, n):
