@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 NUM_TRAINING_EXAMPLES = 60_000  # N of the KL weight 1/N (MNIST's training set)
-LIBRARIES = ("keras", "tfbdl", "tfp")
+LIBRARIES = ("keras", "tfbdl", "tfp", "tf_keras")
 ESTIMATORS = ("Reparameterization", "Flipout", "LocalReparameterization")
 
 
@@ -33,9 +33,13 @@ def layer_classes(library, estimator):
 
         conv = getattr(tfbdl.layers, f"Conv2D{estimator}", None)
         return keras, getattr(tfbdl.layers, f"Dense{estimator}"), conv
+    if library in ("tfp", "tf_keras") and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise ValueError(f"{library} cases run on tf_keras: set TF_USE_LEGACY_KERAS=1.")
+    if library == "tf_keras":  # the deterministic baseline of the tfp.layers peers
+        import tf_keras
+
+        return tf_keras, tf_keras.layers.Dense, tf_keras.layers.Conv2D
     if library == "tfp":
-        if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-            raise ValueError("tfp.layers run on tf_keras: set TF_USE_LEGACY_KERAS=1.")
         import tensorflow_probability as tfp
         import tf_keras
 

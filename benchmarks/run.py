@@ -65,13 +65,15 @@ TINY = dataclasses.replace(  # for the test suite: the harness end to end, in se
     predict_images=64, predict_samples=2, predict_batch=32,
 )
 
-DENSE = [("keras", None)] + [
+# Keras 3 is the baseline of tfbdl; tf_keras (Keras 2) that of the tfp.layers peers.
+DENSE = [("keras", None), ("tf_keras", None)] + [
     (library, estimator) for library in ("tfbdl", "tfp")
     for estimator in ("Reparameterization", "Flipout", "LocalReparameterization")
 ]
-CONV = [("keras", None)] + [
+CONV = [("keras", None), ("tf_keras", None)] + [
     (library, estimator) for library in ("tfbdl", "tfp") for estimator in ("Reparameterization", "Flipout")
 ]
+LEGACY_KERAS = ("tfp", "tf_keras")  # libraries that run in the TF_USE_LEGACY_KERAS=1 worker
 SCALING = [("keras", None), ("tfbdl", "Flipout")]
 MEMORY = [("keras", None), ("tfbdl", "Flipout"), ("tfp", "Flipout")]
 
@@ -79,7 +81,7 @@ MEMORY = [("keras", None), ("tfbdl", "Flipout"), ("tfp", "Flipout")]
 def worker_env(library):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(ROOT))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if library == "tfp":
+    if library in LEGACY_KERAS:
         env["TF_USE_LEGACY_KERAS"] = "1"
     return env
 
@@ -99,7 +101,7 @@ class Worker:
         self.command = [sys.executable, "-m", "benchmarks.worker", "serve"]
         self.process = subprocess.Popen(
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env=worker_env("tfp" if legacy_keras else "keras"), cwd=ROOT,
+            env=worker_env("tf_keras" if legacy_keras else "keras"), cwd=ROOT,
         )
 
     def request(self, **payload):
@@ -119,7 +121,7 @@ def time_cases(cases, workers, config, progress):
     for repeat in range(config.repeats):
         shift = repeat % len(cases)  # rotate the order so no case always runs first
         for key, case in cases[shift:] + cases[:shift]:
-            worker = workers[case["library"] == "tfp"]
+            worker = workers[case["library"] in LEGACY_KERAS]
             times = worker.request(op="time", case=case, warmup=config.warmup, steps=config.steps)["times"]
             for clock in medians:
                 medians[clock][key].append(float(np.median(times[clock])))
@@ -129,8 +131,8 @@ def time_cases(cases, workers, config, progress):
 
 
 def case_name(library, estimator, kind):
-    if library == "keras":
-        return f"keras.layers.{'Conv2D' if kind == 'cnn' else 'Dense'}"
+    if library in ("keras", "tf_keras"):
+        return f"{library}.layers.{'Conv2D' if kind == 'cnn' else 'Dense'}"
     if kind == "cnn":
         return f"tfbdl.layers.Conv2D{estimator}" if library == "tfbdl" else f"tfp.layers.Convolution2D{estimator}"
     return f"{library}.layers.Dense{estimator}"

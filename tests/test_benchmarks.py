@@ -21,8 +21,9 @@ def test_every_case_is_measured_once_per_repeat(tiny_run):
     _, results = tiny_run
     expected = {name for name, _ in run.speed_cases(run.TINY)}
     assert set(results["step_seconds"]) == expected
-    # 7 dense + 5 conv variants, and Dense/DenseFlipout at every distinct scaling point.
-    assert len(expected) == 7 + 5 + 2 * len({(16, 8), (32, 8)})
+    # 8 dense + 6 conv variants (Keras 3 and tf_keras baselines, 3 + 3 and 2 + 2 Bayesian
+    # layers), and Dense/DenseFlipout at every distinct scaling point.
+    assert len(expected) == 8 + 6 + 2 * len({(16, 8), (32, 8)})
     for name, medians in results["step_seconds"].items():
         assert len(medians) == run.TINY.repeats, name
         assert all(math.isfinite(value) and value > 0 for value in medians), name
