@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TB_PORT ?= 6006
 
 .PHONY: demo test test-slow bench tensorboard clean
 
@@ -22,7 +23,7 @@ test-slow: $(STAMP)  ## end-to-end example fits
 	$(PY) -m pytest -q -m slow
 
 tensorboard: $(STAMP)
-	$(VENV)/bin/tensorboard --logdir tensorboard_logs --host 127.0.0.1
+	$(VENV)/bin/tensorboard --logdir tensorboard_logs --host 127.0.0.1 --port $(TB_PORT)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -27,7 +27,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-examples", type=int, default=1000, help="moons generated (half for training)")
     parser.add_argument("--noise", type=float, default=0.2, help="moons noise")
-    parser.add_argument("--hidden", type=int, default=32, help="units per hidden layer")
+    parser.add_argument("--hidden", type=int, default=16, help="units per hidden layer")
     parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="flipout")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=50, help="0 means full batch")
@@ -66,7 +66,15 @@ def main(argv=None):
     history = model.fit(
         x_train, y_train, epochs=args.epochs, batch_size=batch_size, verbose=args.verbose,
         validation_data=(x_test, y_test),
-        callbacks=[keras.callbacks.TensorBoard(args.logdir)],
+        callbacks=[
+            keras.callbacks.TensorBoard(args.logdir),
+            tfbdl.callbacks.PosteriorMonitor(
+                args.logdir, histogram_freq=10, image_freq=25,
+                image_fn=lambda m: tfbdl.plots.uncertainty_surface(
+                    m, x_test, y_test, quantity="std", num_samples=30, grid_size=40),
+            ),
+            tfbdl.callbacks.TerminateOnNonFiniteELBO(),
+        ],
     )
     seconds = time.perf_counter() - start
 
