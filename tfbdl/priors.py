@@ -181,20 +181,14 @@ class Informed(Prior):
 
     def bind(self, layer, name, shape):
         self.check_shape(shape, name)
-        loc = layer.add_weight(
-            name=f"{name}_prior_loc",
-            shape=self.loc.shape,
-            initializer=keras.initializers.Constant(self.loc),
-            trainable=False,
-            dtype="float32",
-        )
-        scale = layer.add_weight(
-            name=f"{name}_prior_scale",
-            shape=self.scale.shape,
-            initializer=keras.initializers.Constant(self.scale),
-            trainable=False,
-            dtype="float32",
-        )
+
+        def constant(suffix, value):
+            return layer.add_weight(
+                name=f"{name}_prior_{suffix}", shape=value.shape, trainable=False, dtype="float32",
+                initializer=keras.initializers.Constant(value),
+            )
+
+        loc, scale = constant("loc", self.loc), constant("scale", self.scale)
         return ClosedFormKL(lambda: tfd.Normal(tf.convert_to_tensor(loc), tf.convert_to_tensor(scale)))
 
     def get_config(self):
