@@ -82,6 +82,7 @@ def plot_scaling(rows, config, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     panels = [
@@ -97,6 +98,7 @@ def plot_scaling(rows, config, path):
         axis.set(xscale="log", yscale="log", xlabel=label, ylabel="median step (ms)",
                  title=f"one {label}-varied layer, {fixed_label} {fixed_value}")
         axis.set_xticks(x, [str(value) for value in x])
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     figure.suptitle("Training step (forward, backward, Adam) vs work")
