@@ -49,14 +49,14 @@ class Config:
     predict_images: int = 10_000
     predict_samples: int = 100
     predict_batch: int = 500
-    predict_repeats: int = 2
+    predict_repeats: int = 1
 
 
 FULL = Config()
 QUICK = dataclasses.replace(
-    FULL, warmup=2, steps=20, repeats=2, scaling_widths=(256, 1024), scaling_batches=(32, 256),
+    FULL, warmup=2, steps=10, repeats=2, scaling_widths=(256, 512), scaling_batches=(32, 256),
     scaling_batches_width=512, memory_width=1024, memory_batch=256, memory_steps=2,
-    predict_images=1000, predict_samples=10, predict_repeats=1,
+    predict_images=500, predict_samples=10,
 )
 TINY = dataclasses.replace(  # for the test suite: the harness end to end, in seconds
     QUICK, warmup=1, steps=3, repeats=1, batch=16, mlp_widths=(784, 32, 32, 10), cnn_filters=4,
