@@ -22,6 +22,10 @@ test: $(STAMP)  ## the default (fast) test suite
 test-slow: $(STAMP)  ## end-to-end example fits
 	$(PY) -m pytest -q -m slow
 
+bench: $(STAMP)  ## speed/memory benchmarks vs Keras and tfp.layers -> benchmarks/RESULTS.md
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m benchmarks.run
+
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir tensorboard_logs --host 127.0.0.1 --port $(TB_PORT)
 
