@@ -131,7 +131,7 @@ class KLAnnealing(keras.callbacks.Callback):
 
 def _variational_weights(layer):
     """(loc, scale) of all of `layer`'s variational weights, flattened and concatenated."""
-    posteriors = [p for p in (layer.kernel_posterior, layer.bias_posterior) if p is not None]
+    posteriors = [posterior for posterior, _ in layer.variational_weights().values()]
     loc = tf.concat([tf.reshape(p.loc, [-1]) for p in posteriors], axis=0)
     scale = tf.concat([tf.reshape(p.scale(), [-1]) for p in posteriors], axis=0)
     return loc, scale
@@ -140,12 +140,9 @@ def _variational_weights(layer):
 def _prior_summaries(layer):
     """{tag suffix: value} of the learned hyperparameters of the layer's prior terms."""
     summaries = {}
-    terms = {"kernel": layer.kernel_prior_term}
-    if layer.bias_posterior is not None:
-        terms["bias"] = layer.bias_prior_term
-    for weight_name, term in terms.items():
+    for weight_name, (_, term) in layer.variational_weights().items():
+        suffix = "" if weight_name == "kernel" else "_bias"
         for key, value in term.summary().items():
-            suffix = "" if weight_name == "kernel" else "_bias"
             summaries[f"{key}{suffix}"] = value
     return summaries
 

@@ -12,7 +12,7 @@ gone, which is how a spike-and-slab prior's sparsity becomes a smaller model.
 import numpy as np
 import tensorflow as tf
 
-from tfbdl.model_tools import bayesian_layers
+from tfbdl.model_tools import _require_bayesian_layers
 from tfbdl.posteriors import _softplus_inverse
 
 __all__ = ["prune", "signal_to_noise"]
@@ -23,14 +23,10 @@ PRUNED_SCALE = 1e-30
 
 
 def _posteriors(model):
-    layers = bayesian_layers(model)
-    if not layers:
-        raise ValueError(f"`model` {model.name!r} has no tfbdl Bayesian layers to prune.")
     return [
         posterior
-        for layer in layers
-        for posterior in (layer.kernel_posterior, layer.bias_posterior)
-        if posterior is not None
+        for layer in _require_bayesian_layers(model)
+        for posterior, _ in layer.variational_weights().values()
     ]
 
 

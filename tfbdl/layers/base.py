@@ -198,13 +198,20 @@ class BayesianLayer:
             outputs = self.activation(outputs)
         return outputs
 
+    def variational_weights(self):
+        """{"kernel": (posterior, prior term)}, plus "bias" when the bias is Bayesian."""
+        weights = {"kernel": (self.kernel_posterior, self.kernel_prior_term)}
+        if self.bias_posterior is not None:
+            weights["bias"] = (self.bias_posterior, self.bias_prior_term)
+        return weights
+
     def kl_divergence(self):
         """KL(q || p) of this layer's weights (unweighted; a fresh sample for Monte Carlo terms)."""
-        kernel_seed, bias_seed = self._next_seeds(2)
-        kl = _weight_kl(self.kernel_posterior, self.kernel_prior_term, None, kernel_seed)
-        if self.bias_posterior is not None:
-            kl += _weight_kl(self.bias_posterior, self.bias_prior_term, None, bias_seed)
-        return kl
+        seeds = self._next_seeds(2)  # kernel, bias
+        return tf.add_n([
+            _weight_kl(posterior, prior_term, None, seed)
+            for (posterior, prior_term), seed in zip(self.variational_weights().values(), seeds)
+        ])
 
     def _next_seeds(self, n):
         """n independent stateless seeds from one step of the layer's SeedGenerator."""
