@@ -19,11 +19,6 @@ import tensorflow_probability as tfp
 from tfbdl import sampling
 
 
-def _noise(kernel, seed):
-    """Delta W = sigma * eps, eps ~ N(0, I): one weight-shaped draw."""
-    return kernel.scale() * sampling.standard_normal(kernel.shape, seed)
-
-
 def reparameterization(layer, inputs, kernel, seed):
     """One weight sample per batch (Kingma & Welling 2014; Blundell et al. 2015).
 
@@ -31,7 +26,7 @@ def reparameterization(layer, inputs, kernel, seed):
 
     Every example of the batch sees the same W, so their noise is correlated.
     """
-    sample = kernel.loc + _noise(kernel, seed)
+    sample = kernel.sample(seed)
     return layer.linear(inputs, tf.cast(sample, inputs.dtype)), sample
 
 
@@ -54,7 +49,7 @@ def flipout(layer, inputs, kernel, seed):
     marginal weight is exactly q(W); different examples' perturbations are decorrelated.
     """
     noise_seed, sign_in_seed, sign_out_seed = tfp.random.split_seed(seed, n=3)
-    delta = _noise(kernel, noise_seed)
+    delta = kernel.scale() * sampling.standard_normal(kernel.shape, noise_seed)  # one draw per batch
     mean_outputs = layer.linear(inputs, tf.cast(kernel.loc, inputs.dtype))
     sign_in = sampling.rademacher(
         _per_example_shape(inputs, layer.channel_axis), inputs.dtype, sign_in_seed
