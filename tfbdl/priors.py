@@ -5,7 +5,8 @@ layers. `prior.bind(layer, name, shape)` makes that layer's own `PriorTerm`, cre
 variables (hyperparameters) inside the layer so Keras tracks, trains and saves them there.
 A term gives
 
-    KL(q(w) || p(w))          closed form where TFP has it (`requires_sample = False`),
+    KL(q(w) || p(w))          closed form for Normal priors (`NormalKL`) and wherever TFP
+                              registers one (`requires_sample = False`),
     log q(w~) - log p(w~)     a one-sample Monte Carlo estimate at the layer's own weight
                               sample w~ ~ q otherwise (`requires_sample = True`).
 
@@ -87,6 +88,53 @@ class ClosedFormKL(PriorTerm):
         return tf.reduce_sum(tfd.kl_divergence(posterior.distribution(), self._make_prior()))
 
 
+@tf.custom_gradient
+def _sum_log(x):
+    """sum(log x) whose gradient is one op, g / x (autodiff would broadcast g to x's shape
+    first, then take 1 / x, then multiply: three weight-sized passes instead of one)."""
+    return tf.reduce_sum(tf.math.log(x)), lambda g: g / x
+
+
+def _half_sum_of_squares(x, scale):
+    """sum((x / scale)^2) / 2, dividing the sum rather than every element when `scale` is scalar."""
+    if int(np.prod(scale.shape)) == 1:
+        return tf.nn.l2_loss(x) / tf.square(tf.reshape(scale, []))
+    return tf.nn.l2_loss(x / scale)
+
+
+class NormalKL(PriorTerm):
+    """sum_i KL(N(mu_i, sigma_i^2) || N(m_i, s_i^2)) for a Normal prior, in closed form:
+
+        sum_i [log s_i - log sigma_i + (sigma_i^2 + (mu_i - m_i)^2) / (2 s_i^2) - 1/2]
+
+    The value of `tfd.kl_divergence` summed, in a third of the weight-sized passes: two
+    sums of squares, one log and, backwards, one pass per parameter (benchmarks/PROFILE.md).
+
+    Args:
+        loc: the prior mean m, a numpy array or a variable; None when it is 0.
+        scale: the prior standard deviation s, a numpy array or a variable, broadcastable
+            to the weight shape (each of its elements then covers the same number of weights).
+    """
+
+    def __init__(self, loc, scale):
+        self.loc = loc
+        self.scale = scale
+
+    def kl(self, posterior, sample):
+        mu = tf.convert_to_tensor(posterior.loc)
+        sigma = posterior.scale()
+        scale = tf.convert_to_tensor(self.scale, dtype=mu.dtype)
+        distance = mu if self.loc is None else mu - tf.convert_to_tensor(self.loc, dtype=mu.dtype)
+        size = float(np.prod(mu.shape))
+        # Broadcasting repeats every element of `scale` size / scale.size times.
+        sum_log_scale = tf.reduce_sum(tf.math.log(scale)) * (size / float(np.prod(scale.shape)))
+        return (
+            sum_log_scale - _sum_log(sigma)
+            + _half_sum_of_squares(sigma, scale) + _half_sum_of_squares(distance, scale)
+            - 0.5 * size
+        )
+
+
 class MonteCarloKL(PriorTerm):
     """log q(w~) - log p(w~) at a sample w~ ~ q: an unbiased one-sample KL estimate."""
 
@@ -147,7 +195,7 @@ class Gaussian(Prior):
 
     def bind(self, layer, name, shape):
         self.check_shape(shape, name)
-        return ClosedFormKL(lambda: tfd.Normal(self.loc, self.scale))
+        return NormalKL(None if not np.any(self.loc) else self.loc, self.scale)
 
     def get_config(self):
         return {"scale": self.scale.tolist(), "loc": self.loc.tolist()}
@@ -188,8 +236,7 @@ class Informed(Prior):
                 initializer=keras.initializers.Constant(value),
             )
 
-        loc, scale = constant("loc", self.loc), constant("scale", self.scale)
-        return ClosedFormKL(lambda: tfd.Normal(tf.convert_to_tensor(loc), tf.convert_to_tensor(scale)))
+        return NormalKL(constant("loc", self.loc), constant("scale", self.scale))
 
     def get_config(self):
         # The values live in the layer's variables; the config keeps only their shapes.
