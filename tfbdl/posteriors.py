@@ -31,6 +31,13 @@ def _softplus_inverse(x):
     return x + np.log(-np.expm1(-x))
 
 
+@tf.custom_gradient
+def _softplus(x):
+    """softplus(x) whose gradient is TensorFlow's fused `SoftplusGrad` op, g * sigmoid(x) in one
+    pass (the registered gradient takes a sigmoid and a multiplication: two weight-sized passes)."""
+    return tf.nn.softplus(x), lambda g: tf.raw_ops.SoftplusGrad(gradients=g, features=x)
+
+
 class NormalWeights:
     """The variables of one mean-field Normal weight tensor, owned by a layer.
 
@@ -49,7 +56,7 @@ class NormalWeights:
 
     def scale(self):
         """sigma = softplus(rho), as a float32 tensor."""
-        return tf.nn.softplus(tf.convert_to_tensor(self.untransformed_scale))
+        return _softplus(tf.convert_to_tensor(self.untransformed_scale))
 
     def distribution(self):
         """q(w) as a `tfd.Normal` with batch shape equal to the weight shape."""
