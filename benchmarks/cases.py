@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 NUM_TRAINING_EXAMPLES = 60_000  # N of the KL weight 1/N (MNIST's training set)
-LIBRARIES = ("keras", "tfbdl", "tfp", "tf_keras")
+LIBRARIES = ("keras", "tfbdl", "tfp", "tf_keras", "floor")
 ESTIMATORS = ("Reparameterization", "Flipout", "LocalReparameterization")
 
 
@@ -26,6 +26,12 @@ def layer_classes(library, estimator):
         import keras
 
         return keras, keras.layers.Dense, keras.layers.Conv2D
+    if library == "floor":  # two kernels, two linear ops: the floor of a mean-field layer
+        import keras
+
+        from benchmarks import floor
+
+        return keras, floor.TwoKernelDense, floor.TwoKernelConv2D
     if library == "tfbdl":
         import keras
 

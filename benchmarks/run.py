@@ -66,11 +66,12 @@ TINY = dataclasses.replace(  # for the test suite: the harness end to end, in se
 )
 
 # Keras 3 is the baseline of tfbdl; tf_keras (Keras 2) that of the tfp.layers peers.
-DENSE = [("keras", None), ("tf_keras", None)] + [
+# "floor": deterministic layers with two kernels (benchmarks/floor.py), the lower bound.
+DENSE = [("keras", None), ("tf_keras", None), ("floor", None)] + [
     (library, estimator) for library in ("tfbdl", "tfp")
     for estimator in ("Reparameterization", "Flipout", "LocalReparameterization")
 ]
-CONV = [("keras", None), ("tf_keras", None)] + [
+CONV = [("keras", None), ("tf_keras", None), ("floor", None)] + [
     (library, estimator) for library in ("tfbdl", "tfp") for estimator in ("Reparameterization", "Flipout")
 ]
 LEGACY_KERAS = ("tfp", "tf_keras")  # libraries that run in the TF_USE_LEGACY_KERAS=1 worker
@@ -133,6 +134,8 @@ def time_cases(cases, workers, config, progress):
 def case_name(library, estimator, kind):
     if library in ("keras", "tf_keras"):
         return f"{library}.layers.{'Conv2D' if kind == 'cnn' else 'Dense'}"
+    if library == "floor":
+        return f"floor.TwoKernel{'Conv2D' if kind == 'cnn' else 'Dense'}"
     if kind == "cnn":
         return f"tfbdl.layers.Conv2D{estimator}" if library == "tfbdl" else f"tfp.layers.Convolution2D{estimator}"
     return f"{library}.layers.Dense{estimator}"

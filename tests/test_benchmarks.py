@@ -21,9 +21,10 @@ def test_every_case_is_measured_once_per_repeat(tiny_run):
     _, results = tiny_run
     expected = {name for name, _ in run.speed_cases(run.TINY)}
     assert set(results["step_seconds"]) == expected
-    # 8 dense + 6 conv variants (Keras 3 and tf_keras baselines, 3 + 3 and 2 + 2 Bayesian
-    # layers), and Dense/DenseFlipout at every distinct scaling point.
-    assert len(expected) == 8 + 6 + 2 * len({(16, 8), (32, 8)})
+    # 9 dense + 7 conv variants (Keras 3 and tf_keras baselines, the two-kernel floor,
+    # 3 + 3 and 2 + 2 Bayesian layers), and Dense/DenseFlipout at every distinct scaling point.
+    assert len(expected) == 9 + 7 + 2 * len({(16, 8), (32, 8)})
+    assert {"mlp: floor.TwoKernelDense", "cnn: floor.TwoKernelConv2D"} <= expected
     for name, medians in results["step_seconds"].items():
         assert len(medians) == run.TINY.repeats, name
         assert all(math.isfinite(value) and value > 0 for value in medians), name
@@ -43,12 +44,30 @@ def test_report_has_every_table_and_the_scaling_plot(tiny_run):
     text = (out_dir / "RESULTS.md").read_text()
     for heading in ("## Targets", "## Dense", "## Convolution", "## Prediction", "## Memory", "## Scaling"):
         assert heading in text
-    for what, *_ in report.TARGETS:
-        assert f"| {what} |" in text
+    for what, *_, floor in report.TARGETS:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {what} |"))
+        floor_cell = row.strip().strip("|").split("|")[-1].strip()
+        assert (floor_cell == "") == (floor is None), row
     assert results["machine"]["cores"] == os.cpu_count()
     assert {"tensorflow", "keras", "tensorflow-probability", "tf-keras"} <= set(results["versions"])
     image = plt.imread(out_dir / "scaling.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_the_floor_layers_have_two_kernels_and_sum_two_linear_ops():
+    import keras
+    import numpy as np
+
+    from benchmarks import floor
+
+    for layer, x in ((floor.TwoKernelDense(3), np.ones((2, 4), "float32")),
+                     (floor.TwoKernelConv2D(3, 2), np.ones((1, 5, 5, 2), "float32"))):
+        y = layer(x)
+        assert len(layer.trainable_weights) == 3  # kernel, second kernel, bias
+        twin = type(layer).__mro__[2].from_config(layer.get_config())  # the plain Keras layer
+        twin.build(x.shape)
+        twin.set_weights([layer.kernel.numpy() + layer.second_kernel.numpy(), layer.bias.numpy()])
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(twin(x)), rtol=1e-5)
 
 
 def test_tfp_cases_refuse_to_run_on_keras_3(monkeypatch):
