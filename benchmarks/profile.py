@@ -6,8 +6,8 @@
 Without `--trace`: times (process CPU seconds over all threads, median of repeats; steady
 when other processes share the machine) of the pieces of one width x width DenseFlipout
 training step, each alone: the weight-noise draw with each TF random number generator,
-random signs, softplus, the closed-form KL (forward and backward), one matmul, and one
-Adam update of a weight-sized variable.
+random signs, softplus, softplus and the closed-form KL with their gradients (TF's and
+tfbdl's), one matmul, and one Adam update of a weight-sized variable.
 
 With `--trace LIBRARY:ESTIMATOR:KIND` (KIND mlp or cnn, as in `benchmarks.run`): records
 10 training steps of that case with the TensorFlow profiler into `--logdir` (open it with
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 
-from tfbdl import sampling  # noqa: E402
+from tfbdl import posteriors, priors, sampling  # noqa: E402
 
 tfd = tfp.distributions
 
@@ -57,10 +57,16 @@ def pieces(width, batch):
     adam.build([keras_variable])
     gradient = tf.random.normal(shape)
 
-    def kl_and_gradient():
-        with tf.GradientTape() as tape:
-            kl = tf.reduce_sum(tfd.kl_divergence(tfd.Normal(loc, tf.nn.softplus(rho)), tfd.Normal(0.0, 1.0)))
-        return kl + sum(tf.reduce_sum(g) for g in tape.gradient(kl, [loc, rho]))
+    weights = posteriors.NormalWeights(loc, rho)
+    normal_kl = priors.NormalKL(None, np.float32(1.0))
+
+    def value_and_gradient(value):
+        def run():
+            with tf.GradientTape() as tape:
+                result = value()
+            gradients = tape.gradient(result, [loc, rho])
+            return result + sum(tf.reduce_sum(g) for g in gradients if g is not None)
+        return run
 
     def total(tensor):
         return lambda: tf.reduce_sum(tensor())
@@ -70,7 +76,7 @@ def pieces(width, batch):
         return tf.constant(0.0)
 
     return {
-        "normal, Box-Muller on stateless Philox uniforms (tfbdl.sampling)": total(
+        "normal, Box-Muller, one Philox word per pair (tfbdl.sampling)": total(
             lambda: sampling.standard_normal(shape, seed)),
         "normal, stateless Philox (tf.random.stateless_normal)": total(
             lambda: tf.random.stateless_normal(shape, seed, alg="philox")),
@@ -86,7 +92,14 @@ def pieces(width, batch):
             lambda: sampling.rademacher((batch, width), tf.float32, seed)),
         "softplus(rho)": total(lambda: tf.nn.softplus(rho)),
         "softplus(rho) * eps + mu (eps given)": total(lambda: tf.nn.softplus(rho) * gradient + loc),
-        "closed-form KL(q || N(0, 1)), value and gradient": kl_and_gradient,
+        "softplus(rho) and its gradient, as registered (sigmoid(rho) * g)": value_and_gradient(
+            lambda: tf.reduce_sum(tf.nn.softplus(rho) * gradient)),
+        "softplus(rho) and its gradient, fused SoftplusGrad (tfbdl.posteriors)": value_and_gradient(
+            lambda: tf.reduce_sum(weights.scale() * gradient)),
+        "closed-form KL(q || N(0, 1)) and gradient, tfd.kl_divergence": value_and_gradient(
+            lambda: tf.reduce_sum(tfd.kl_divergence(tfd.Normal(loc, tf.nn.softplus(rho)), tfd.Normal(0.0, 1.0)))),
+        "closed-form KL(q || N(0, 1)) and gradient, tfbdl.priors.NormalKL": value_and_gradient(
+            lambda: normal_kl.kl(weights.snapshot(), None)),
         f"matmul ({batch} x {width}) @ ({width} x {width})": total(lambda: tf.matmul(x, loc)),
         "Adam update of one weight-sized variable": adam_update,
         "reduce_sum alone (overhead of each line)": total(lambda: tf.convert_to_tensor(loc)),
