@@ -45,6 +45,24 @@ def test_gaussian_closed_form_equals_tfd_and_the_textbook_formula():
     assert not layer.kernel_prior_term.requires_sample
 
 
+@pytest.mark.parametrize("prior, loc, scale", [
+    (tfbdl.priors.Gaussian(), 0.0, 1.0),                      # the default: scalar fast path
+    (tfbdl.priors.Gaussian(0.3, loc=-0.1), -0.1, 0.3),
+    (tfbdl.priors.Gaussian([0.5, 1.0, 2.0], loc=[[0.1, 0.2, 0.3]]), [[0.1, 0.2, 0.3]], [0.5, 1.0, 2.0]),
+    (tfbdl.priors.Informed(np.ones((2, 3)), [[0.4], [0.9]]), np.ones((2, 3)), [[0.4], [0.9]]),
+])
+def test_normal_kl_value_and_gradients_equal_tfd(prior, loc, scale):
+    layer = _layer(prior)
+    variables = [layer.kernel_posterior.loc, layer.kernel_posterior.untransformed_scale]
+    reference = tfd.Normal(np.asarray(loc, "float32"), np.asarray(scale, "float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        kl = layer.kl_divergence()
+        expected = tf.reduce_sum(tfd.kl_divergence(layer.kernel_posterior.distribution(), reference))
+    np.testing.assert_allclose(float(kl), float(expected), rtol=1e-5)
+    for got, want in zip(tape.gradient(kl, variables), tape.gradient(expected, variables)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_informed_prior_is_centred_on_the_given_weights():
     centre = np.arange(6, dtype="float32").reshape(2, 3) / 10
     layer = _layer(tfbdl.priors.Informed(centre, scale=0.5))

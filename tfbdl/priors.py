@@ -95,25 +95,36 @@ def _sum_log(x):
     return tf.reduce_sum(tf.math.log(x)), lambda g: g / x
 
 
-def _half_sum_of_squares(x, scale):
-    """sum((x / scale)^2) / 2, dividing the sum rather than every element when `scale` is scalar."""
-    if int(np.prod(scale.shape)) == 1:
-        return tf.nn.l2_loss(x) / tf.square(tf.reshape(scale, []))
-    return tf.nn.l2_loss(x / scale)
+def _sum_over_weights(values, num_weights):
+    """sum of `values` broadcast to the weights: each element repeats num_weights / values.size times."""
+    return tf.reduce_sum(values) * (num_weights / float(np.prod(values.shape)))
 
 
-class NormalKL(PriorTerm):
-    """sum_i KL(N(mu_i, sigma_i^2) || N(m_i, s_i^2)) for a Normal prior, in closed form:
+def _normal_kl(mu, sigma, distance, log_scale, inverse_variance):
+    """sum_i KL(N(mu_i, sigma_i^2) || N(m_i, s_i^2)) from log s and 1 / s^2 (each a scalar or
+    broadcastable to the weights) and distance = mu - m:
 
         sum_i [log s_i - log sigma_i + (sigma_i^2 + (mu_i - m_i)^2) / (2 s_i^2) - 1/2]
 
-    The value of `tfd.kl_divergence` summed, in a third of the weight-sized passes: two
-    sums of squares, one log and, backwards, one pass per parameter (benchmarks/PROFILE.md).
+    With a scalar s, two `tf.nn.l2_loss` sums times 1 / s^2 and one log: a third of the
+    weight-sized passes of `tfd.kl_divergence`, forwards and backwards (benchmarks/PROFILE.md).
+    """
+    num_weights = float(np.prod(mu.shape))
+    if int(np.prod(inverse_variance.shape)) == 1:
+        squares = (tf.nn.l2_loss(sigma) + tf.nn.l2_loss(distance)) * tf.reshape(inverse_variance, [])
+    else:
+        squares = 0.5 * tf.reduce_sum((tf.square(sigma) + tf.square(distance)) * inverse_variance)
+    return _sum_over_weights(log_scale, num_weights) - _sum_log(sigma) + squares - 0.5 * num_weights
+
+
+class NormalKL(PriorTerm):
+    """sum_i KL(N(mu_i, sigma_i^2) || N(m_i, s_i^2)) for a Normal prior, in closed form
+    (`_normal_kl`): the value of `tfd.kl_divergence` summed, in fewer passes.
 
     Args:
         loc: the prior mean m, a numpy array or a variable; None when it is 0.
         scale: the prior standard deviation s, a numpy array or a variable, broadcastable
-            to the weight shape (each of its elements then covers the same number of weights).
+            to the weight shape.
     """
 
     def __init__(self, loc, scale):
@@ -122,17 +133,9 @@ class NormalKL(PriorTerm):
 
     def kl(self, posterior, sample):
         mu = tf.convert_to_tensor(posterior.loc)
-        sigma = posterior.scale()
         scale = tf.convert_to_tensor(self.scale, dtype=mu.dtype)
         distance = mu if self.loc is None else mu - tf.convert_to_tensor(self.loc, dtype=mu.dtype)
-        size = float(np.prod(mu.shape))
-        # Broadcasting repeats every element of `scale` size / scale.size times.
-        sum_log_scale = tf.reduce_sum(tf.math.log(scale)) * (size / float(np.prod(scale.shape)))
-        return (
-            sum_log_scale - _sum_log(sigma)
-            + _half_sum_of_squares(sigma, scale) + _half_sum_of_squares(distance, scale)
-            - 0.5 * size
-        )
+        return _normal_kl(mu, posterior.scale(), distance, tf.math.log(scale), 1.0 / tf.square(scale))
 
 
 class MonteCarloKL(PriorTerm):
@@ -257,7 +260,10 @@ class HierarchicalKL(PriorTerm):
 
         E_q(tau) KL(q(w_i) || N(0, tau^2))
             = E[log tau] - log sigma_i + (sigma_i^2 + mu_i^2) / 2 * E[tau^-2] - 1/2,
-              E[log tau] = m,   E[tau^-2] = exp(-2m + 2s^2);
+              E[log tau] = m,   E[tau^-2] = exp(-2m + 2s^2),
+
+    the Normal KL with log s and 1 / s^2 replaced by their expectations (`_normal_kl`), and
+
         KL(q(tau) || HalfNormal(a))
             = -H[q(tau)] - 1/2 log(2/pi) + log a + E[tau^2] / (2 a^2),
               H[q(tau)] = m + 1/2 + log s + 1/2 log(2 pi),   E[tau^2] = exp(2m + 2s^2).
@@ -275,11 +281,7 @@ class HierarchicalKL(PriorTerm):
     def kl(self, posterior, sample):
         m, s = self._tau_posterior()
         mu = tf.convert_to_tensor(posterior.loc)
-        sigma = posterior.scale()
-        expected_inv_tau2 = tf.exp(-2.0 * m + 2.0 * s**2)
-        weights_kl = tf.reduce_sum(
-            m - tf.math.log(sigma) + 0.5 * (sigma**2 + mu**2) * expected_inv_tau2 - 0.5
-        )
+        weights_kl = _normal_kl(mu, posterior.scale(), mu, m, tf.exp(-2.0 * m + 2.0 * s**2))
         a = self.prior_scale
         entropy = m + 0.5 + tf.math.log(s) + 0.5 * math.log(2.0 * math.pi)
         expected_log_prior = 0.5 * math.log(2.0 / math.pi) - math.log(a) - tf.exp(2.0 * m + 2.0 * s**2) / (2.0 * a**2)
