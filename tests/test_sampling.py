@@ -32,8 +32,9 @@ def test_standard_normal_moments_and_tails(normals):
 
 
 def test_box_muller_partners_are_independent(normals):
-    # Draws i and i + n/2 come from the same pair of uniforms; they must be uncorrelated,
-    # and so must their squares (dependence through the shared radius). SE: 1 / sqrt(n/2).
+    # Draws i and i + n/2 come from the same Philox word (one radius, one angle); they must be
+    # uncorrelated, and so must their squares (dependence through the shared radius).
+    # SE: 1 / sqrt(n/2).
     first, second = np.split(normals, 2)
     tolerance = 5 / np.sqrt(first.size)
     assert abs(np.corrcoef(first, second)[0, 1]) < tolerance

@@ -26,9 +26,9 @@ def standard_normal(shape, seed, dtype=tf.float32):
     One random 32-bit Philox word makes one pair: its high 24 bits give u = 1 - k / 2^24,
     the resolution of a float32 uniform, so the tails reach 5.8 sigma as with TensorFlow's
     own normal kernel; its low 8 bits pick theta among 256 equally spaced angles (offset by
-    half a step, so no draw is exactly 0). An average over 256 equally spaced angles is
-    exact for trigonometric polynomials of degree below 256, so every joint moment
-    E[z1^a z2^b] with a + b < 256 equals that of two independent normals. Half the random
+    half a step, so that neither cos theta nor sin theta is ever 0). An average over 256
+    equally spaced angles is exact for trigonometric polynomials of degree below 256, so
+    every joint moment E[z1^a z2^b] with a + b < 256 equals that of two independent normals. Half the random
     words of a draw with one uniform per normal, and the logarithm, square root and
     trigonometric functions run as vectorized elementwise ops: on CPU 40-45 % cheaper than
     `tf.random.stateless_normal` for weight-sized draws (benchmarks/PROFILE.md).
