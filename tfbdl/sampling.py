@@ -28,10 +28,11 @@ def standard_normal(shape, seed, dtype=tf.float32):
     own normal kernel; its low 8 bits pick theta among 256 equally spaced angles (offset by
     half a step, so that neither cos theta nor sin theta is ever 0). An average over 256
     equally spaced angles is exact for trigonometric polynomials of degree below 256, so
-    every joint moment E[z1^a z2^b] with a + b < 256 equals that of two independent normals. Half the random
-    words of a draw with one uniform per normal, and the logarithm, square root and
-    trigonometric functions run as vectorized elementwise ops: on CPU 40-45 % cheaper than
-    `tf.random.stateless_normal` for weight-sized draws (benchmarks/PROFILE.md).
+    every joint moment E[z1^a z2^b] with a + b < 256 equals that of two independent
+    normals. Half the random words of a draw with one uniform per normal, and the
+    logarithm, square root and trigonometric functions run as vectorized elementwise ops:
+    on CPU 40-45 % cheaper than `tf.random.stateless_normal` for weight-sized draws
+    (benchmarks/PROFILE.md).
     Computed in float32 and cast to `dtype`.
     """
     size = tf.reduce_prod(shape)
