@@ -372,3 +372,18 @@ def test_a_shared_loc_initializer_gives_each_weight_its_own_values():
     a(np.ones((1, 3), "float32")), b(np.ones((1, 3), "float32"))
     assert not np.allclose(a.kernel, b.kernel)
     assert not np.allclose(a.kernel[0], a.bias)
+
+
+def test_posterior_scale_is_softplus_with_its_exact_gradient():
+    layer = L.DenseFlipout(3)
+    layer.build((None, 4))
+    rho = layer.kernel_posterior.untransformed_scale
+    rho.assign(np.linspace(-30.0, 30.0, 12, dtype="float32").reshape(4, 3))
+    upstream = tf.random.stateless_normal((4, 3), [1, 2])
+    with tf.GradientTape() as tape:
+        scale = layer.kernel_posterior.scale()
+        loss = tf.reduce_sum(scale * upstream)
+    expected = tf.nn.softplus(rho)  # TF's own softplus and, below, its derivative sigmoid
+    np.testing.assert_allclose(scale.numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(loss, rho).numpy(), (tf.sigmoid(rho) * upstream).numpy(),
+                               rtol=1e-6, atol=1e-30)
