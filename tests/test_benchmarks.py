@@ -60,14 +60,18 @@ def test_the_floor_layers_have_two_kernels_and_sum_two_linear_ops():
 
     from benchmarks import floor
 
-    for layer, x in ((floor.TwoKernelDense(3), np.ones((2, 4), "float32")),
-                     (floor.TwoKernelConv2D(3, 2), np.ones((1, 5, 5, 2), "float32"))):
-        y = layer(x)
+    rng = np.random.default_rng(0)
+    for layer, keras_class, x in ((floor.TwoKernelDense(3), keras.layers.Dense, np.ones((2, 4), "float32")),
+                                  (floor.TwoKernelConv2D(3, 2), keras.layers.Conv2D, np.ones((1, 5, 5, 2), "float32"))):
+        layer.build(x.shape)
         assert len(layer.trainable_weights) == 3  # kernel, second kernel, bias
-        twin = type(layer).__mro__[2].from_config(layer.get_config())  # the plain Keras layer
+        # Distinct kernels (one initializer instance gives both the same values).
+        layer.second_kernel.assign(rng.standard_normal(layer.second_kernel.shape).astype("float32"))
+        twin = keras_class.from_config(layer.get_config())
         twin.build(x.shape)
         twin.set_weights([layer.kernel.numpy() + layer.second_kernel.numpy(), layer.bias.numpy()])
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(twin(x)), rtol=1e-5)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), keras.ops.convert_to_numpy(twin(x)),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_tfp_cases_refuse_to_run_on_keras_3(monkeypatch):
