@@ -2,10 +2,14 @@
 
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TFBDL_DATA_DIR", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+# The examples import their shared helpers as `common` (as `python examples/x.py` does).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 
 import keras  # noqa: E402
 import matplotlib  # noqa: E402

@@ -1,0 +1,72 @@
+"""What every example shares: its command-line conventions and how it writes its outputs.
+
+Each example has `--seed`, `--output-dir` (default `outputs/<name>/`), `--logdir`
+(default `tensorboard_logs/<name>/`) and `--verbose`; it writes a flat `metrics.json`
+and PNG figures atomically (a temporary file in the same folder, then a rename), so an
+interrupted run never leaves a half-written file where a previous result was.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import tempfile
+
+
+def parser(name, doc):
+    """An argparse parser with the options every example shares (`--seed`, folders, verbosity)."""
+    result = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    result.add_argument("--seed", type=int, default=0, help="random seed (data split, initialization, sampling)")
+    result.add_argument("--output-dir", default=f"outputs/{name}", help="figures and metrics.json")
+    result.add_argument("--logdir", default=f"tensorboard_logs/{name}", help="TensorBoard log directory")
+    result.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+    return result
+
+
+def atomic_path(path, write):
+    """Calls `write(temporary_path)`, then renames the temporary file onto `path`.
+
+    The temporary file sits in the same folder (a rename there is atomic) and keeps the
+    suffix, so writers that infer the format from it (matplotlib) still work. On failure
+    the temporary file is removed and `path` is left as it was.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def write_metrics(output_dir, metrics):
+    """Writes the flat `metrics` dict to `output_dir/metrics.json` atomically; returns the path.
+
+    Refuses nested values (the file is a flat table) and non-finite numbers are written as
+    JSON null rather than the invalid `NaN` token.
+    """
+    for key, value in metrics.items():
+        if isinstance(value, (dict, list, tuple)):
+            raise ValueError(f"write_metrics: metrics must be flat, got {key}={value!r}.")
+    clean = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+             for key, value in metrics.items()}
+
+    def write(temporary):
+        pathlib.Path(temporary).write_text(json.dumps(clean, indent=2) + "\n")
+
+    return atomic_path(pathlib.Path(output_dir) / "metrics.json", write)
+
+
+def save_figure(figure, path):
+    """Saves a matplotlib figure atomically as PNG and closes it."""
+    import matplotlib.pyplot as plt
+
+    atomic_path(path, lambda temporary: figure.savefig(temporary, dpi=110, bbox_inches="tight"))
+    plt.close(figure)
+    return path
