@@ -62,6 +62,50 @@ def _check_broadcast(part_shape, weight_shape, argument, owner):
         )
 
 
+# --------------------------------------------------------------------------- fan-in scales
+
+FAN_SCALES = ("radford", "xavier", "kaiming")
+
+
+def _scale_rule(scale, owner):
+    """`scale` if it names a fan-in rule (`FAN_SCALES`), None if it is a number or array."""
+    if not isinstance(scale, str):
+        return None
+    if scale not in FAN_SCALES:
+        raise ValueError(
+            f"{owner}: `scale` must be a positive number, an array or one of {FAN_SCALES}, "
+            f"got scale={scale!r}."
+        )
+    return scale
+
+
+def _fan_scale(rule, layer, shape, owner):
+    """The prior standard deviation that `rule` gives a weight of `layer` (Pyro/TyXe's
+    layer-wise Normal prior; Neal 1996 for the 1 / sqrt(fan_in) scaling):
+
+        radford  1 / sqrt(fan_in)
+        xavier   sqrt(2 / (fan_in + fan_out))     (Glorot & Bengio 2010)
+        kaiming  sqrt(2 / fan_in)                 (He et al. 2015)
+
+    The fans are those of the layer's kernel, as Keras counts them: a dense kernel
+    (in, out) has fan_in = in, fan_out = out; a convolution kernel (*kernel_size,
+    in_channels / groups, filters) has fan_in = prod(kernel_size) * in_channels / groups
+    and fan_out = prod(kernel_size) * filters. A bias (1-D) takes its kernel's fans.
+    """
+    if len(shape) < 2:
+        kernel = getattr(layer, "kernel_posterior", None)
+        if kernel is None:
+            raise ValueError(
+                f"{owner}: scale={rule!r} needs a kernel's fan-in, but the 1-D weight of shape "
+                f"{tuple(shape)} belongs to a layer without a built kernel ({layer!r})."
+            )
+        shape = kernel.shape
+    fan_in = float(np.prod(shape[:-1]))
+    fan_out = float(np.prod(shape[:-2])) * float(shape[-1])
+    variance = {"radford": 1.0 / fan_in, "xavier": 2.0 / (fan_in + fan_out), "kaiming": 2.0 / fan_in}[rule]
+    return math.sqrt(variance)
+
+
 # --------------------------------------------------------------------------- KL terms
 
 
@@ -179,32 +223,41 @@ class Gaussian(Prior):
 
     Args:
         scale: prior standard deviation (> 0), a number or an array broadcastable to
-            the weight shape.
+            the weight shape; or a fan-in rule, "radford" (1 / sqrt(fan_in)), "xavier"
+            (sqrt(2 / (fan_in + fan_out))) or "kaiming" (sqrt(2 / fan_in)), giving each
+            layer a scale that follows its own fan-in (see `_fan_scale`).
         loc: prior mean, a number or such an array.
+
+    A fixed N(0, 1) prior on an 800-wide layer charges every useful weight a large KL;
+    a fan-in scale keeps the prior's pre-activation variance independent of the width.
 
     Example:
         >>> tfbdl.layers.DenseFlipout(10, prior=tfbdl.priors.Gaussian(scale=0.5))
+        >>> tfbdl.layers.Conv2DFlipout(32, 5, prior=tfbdl.priors.Gaussian(scale="kaiming"))
     """
 
     def __init__(self, scale=1.0, loc=0.0):
-        self.scale = _positive_array(scale, "scale", type(self).__name__)
+        self.scale_rule = _scale_rule(scale, type(self).__name__)
+        self.scale = self.scale_rule or _positive_array(scale, "scale", type(self).__name__)
         self.loc = np.asarray(loc, dtype=np.float32)
         if not np.all(np.isfinite(self.loc)):
             raise ValueError(f"Gaussian: `loc` must be finite, got loc={loc!r}.")
 
     def check_shape(self, shape, argument):
         _check_broadcast(self.loc.shape, shape, argument, "Gaussian `loc`")
-        _check_broadcast(self.scale.shape, shape, argument, "Gaussian `scale`")
+        _check_broadcast(np.shape(self.scale), shape, argument, "Gaussian `scale`")
 
     def bind(self, layer, name, shape):
         self.check_shape(shape, name)
-        return NormalKL(None if not np.any(self.loc) else self.loc, self.scale)
+        scale = (np.float32(_fan_scale(self.scale_rule, layer, shape, "Gaussian"))
+                 if self.scale_rule else self.scale)
+        return NormalKL(None if not np.any(self.loc) else self.loc, scale)
 
     def get_config(self):
-        return {"scale": self.scale.tolist(), "loc": self.loc.tolist()}
+        return {"scale": self.scale_rule or self.scale.tolist(), "loc": self.loc.tolist()}
 
     def __repr__(self):
-        return f"Gaussian(scale={self.scale.tolist()}, loc={self.loc.tolist()})"
+        return f"Gaussian(scale={self.scale_rule or self.scale.tolist()!r}, loc={self.loc.tolist()})"
 
 
 @keras.saving.register_keras_serializable(package="tfbdl")
@@ -307,7 +360,9 @@ class HalfNormalHierarchical(Prior):
     with one tau per layer (or, with `per_unit=True`, one per output unit: the last axis of
     the kernel). tau gets its own variational posterior q(tau) = LogNormal(m, s^2), whose
     variables live in the layer, and the KL of (w, tau) enters the ELBO in closed form
-    (see `HierarchicalKL`). This is the "hierarchical regularization" of the PyMC ADVI
+    (see `HierarchicalKL`). `scale` is a number or a fan-in rule ("radford", "xavier",
+    "kaiming"; see `_fan_scale`) so the hyperprior follows each layer's width. This is
+    the "hierarchical regularization" of the PyMC ADVI
     MNIST study; Neal (1996), "Bayesian Learning for Neural Networks", ch. 1.
 
     The learned tau is `layer.kernel_prior_term.tau` (and `tfbdl.learned_tau(model)`).
@@ -318,18 +373,23 @@ class HalfNormalHierarchical(Prior):
     """
 
     def __init__(self, scale=1.0, per_unit=False):
-        if not np.isscalar(scale) or not np.isfinite(scale) or not scale > 0:
+        self.scale_rule = _scale_rule(scale, "HalfNormalHierarchical")
+        if not self.scale_rule and (
+            not np.isscalar(scale) or not np.isfinite(scale) or not scale > 0
+        ):
             raise ValueError(
-                "HalfNormalHierarchical: `scale` must be a positive number, "
-                f"got scale={scale!r}."
+                "HalfNormalHierarchical: `scale` must be a positive number or one of "
+                f"{FAN_SCALES}, got scale={scale!r}."
             )
-        self.scale = float(scale)
+        self.scale = self.scale_rule or float(scale)
         self.per_unit = bool(per_unit)
 
     def bind(self, layer, name, shape):
         tau_shape = (shape[-1],) if self.per_unit else ()
+        scale = (_fan_scale(self.scale_rule, layer, shape, "HalfNormalHierarchical")
+                 if self.scale_rule else self.scale)
         # Start q(tau) near the prior mean, E[tau] = scale * sqrt(2 / pi), fairly narrow.
-        initial_m = math.log(self.scale * math.sqrt(2.0 / math.pi))
+        initial_m = math.log(scale * math.sqrt(2.0 / math.pi))
         tau_loc = layer.add_weight(
             name=f"{name}_tau_loc",
             shape=tau_shape,
@@ -342,13 +402,13 @@ class HalfNormalHierarchical(Prior):
             initializer=keras.initializers.Constant(_softplus_inverse(0.1)),
             dtype="float32",
         )
-        return HierarchicalKL(self.scale, tau_loc, tau_untransformed_scale)
+        return HierarchicalKL(scale, tau_loc, tau_untransformed_scale)
 
     def get_config(self):
         return {"scale": self.scale, "per_unit": self.per_unit}
 
     def __repr__(self):
-        return f"HalfNormalHierarchical(scale={self.scale}, per_unit={self.per_unit})"
+        return f"HalfNormalHierarchical(scale={self.scale!r}, per_unit={self.per_unit})"
 
 
 @keras.saving.register_keras_serializable(package="tfbdl")
