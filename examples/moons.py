@@ -20,6 +20,7 @@ monitoring only.
     tensorboard --logdir tensorboard_logs/moons
 """
 
+import argparse
 import pathlib
 import time
 
@@ -41,7 +42,7 @@ def _seeds(text):
     try:
         return [int(seed) for seed in text.split(",")]
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers like 0,1,2, got {text!r}") from None
 
 
 def parse_args(argv=None):

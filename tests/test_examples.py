@@ -65,9 +65,10 @@ def test_moons_several_seeds_full_batch_study_network(tmp_path):
             run.split("/")[-1] for run in _event_runs(tmp_path / "tb") if run.startswith(f"seed{seed}/")}
 
 
-def test_moons_rejects_bad_seeds(tmp_path):
+def test_moons_rejects_bad_seeds(capsys):
     with pytest.raises(SystemExit):
         _example("moons").parse_args(["--seeds", "0,x"])
+    assert "--seeds: must be comma-separated integers like 0,1,2, got '0,x'" in capsys.readouterr().err
 
 
 def test_egg_times_example_cross_validates_and_draws(tmp_path):
