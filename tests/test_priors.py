@@ -185,7 +185,7 @@ def test_a_distribution_prior_that_cannot_broadcast_raises_naming_prior():
     layer = L.DenseFlipout(3, prior=tfd.Normal(tf.zeros(5), 1.0))
     with pytest.raises(ValueError, match=r"`prior`.*\(2, 3\)"):
         layer.build((None, 2))
-    assert not layer.weights
+    assert [w.path for w in layer.weights] == [layer.kl_weight.path]  # only the constructor's state
 
 
 def test_learned_tau_reports_each_hierarchical_layer():

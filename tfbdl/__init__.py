@@ -28,7 +28,7 @@ from tfbdl.prediction import PredictiveResult, predict  # noqa: E402
 from tfbdl.pruning import prune  # noqa: E402
 from tfbdl import callbacks, elbo, runtime  # noqa: E402
 from tfbdl import sampling  # noqa: E402
-from tfbdl.elbo import kl_loss  # noqa: E402
+from tfbdl.model_tools import kl_loss  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -19,9 +19,9 @@ import io
 import logging
 import math
 import os
+import sys
 
 import keras
-import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
@@ -151,7 +151,9 @@ def _figure_to_image(figure):
     """A matplotlib figure as a [1, height, width, 4] uint8 tensor (the figure is closed)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    plt.close(figure)
+    pyplot = sys.modules.get("matplotlib.pyplot")  # only a pyplot figure needs closing
+    if pyplot is not None:
+        pyplot.close(figure)
     return tf.image.decode_png(buffer.getvalue(), channels=4)[tf.newaxis]
 
 

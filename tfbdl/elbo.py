@@ -7,21 +7,25 @@ Uncertainty in Neural Networks", eq. 2 divided by N):
                         kl  = sum_layers kl_weight * KL(q || p)   (= KL / N)
 
 The KL terms are the tensors the Bayesian layers hand to `add_loss`; Keras adds them,
-with the compiled loss, in `Model.compute_loss`. `tfbdl.set_kl_weight(model, ...)`
-calls `track_elbo(model)`, which
+with the compiled loss, in `Model.compute_loss`. The first time a model with Bayesian
+layers is called (by `fit`, `evaluate`, `predict` or directly; also a model just made by
+`keras.saving.load_model`, `clone_model` or `tfbdl.convert.to_bayesian`), and when
+`tfbdl.set_kl_weight` is called on it, `track_elbo` makes the model report its ELBO terms:
 
-- attaches an `ELBOTerms` metric to the model (so it is part of `model.metrics`: it is
+- it attaches an `ELBOTerms` metric to the model (so it is part of `model.metrics`: it is
   reset with the other metrics each epoch, logged by `fit`/`evaluate`, prefixed `val_`
   for validation data, and reduced over replicas under `tf.distribute`), and
-- wraps the model's own `compute_loss` (whatever class defines it) so that each call
+- it wraps the model's own `compute_loss` (whatever class defines it) so that each call
   splits the total it returns into `nll`, `kl` (and `other_losses`, when the model
   has losses that are not KL terms, e.g. weight regularizers) and updates the metric.
 
-Wrapping `compute_loss` rather than asking users to subclass the model keeps
-`model.compile(...)` ordinary, and keeps `loss == nll + kl` by construction: both
-sides are accumulated from the same total, with the same batch-size weights as Keras'
-loss tracker. User-written loops that call `model.compute_loss` update the metric
-too; loops that add `model.losses` themselves can split off the KL with `kl_loss`:
+Tracking never resets the model's compiled functions, so it is safe during `fit`. Wrapping
+`compute_loss` rather than asking users to subclass the model keeps `model.compile(...)`
+ordinary, and keeps `loss == nll + kl` by construction: both sides are accumulated from the
+same total, with the same batch-size weights as Keras' loss tracker. The private Keras
+hooks this needs are in `tfbdl._keras_internals`. User-written loops that call
+`model.compute_loss` update the metric too; loops that add `model.losses` themselves can
+split off the KL with `tfbdl.kl_loss`:
 
     y_pred = model(x, training=True)
     nll = loss_fn(y, y_pred)
@@ -29,46 +33,29 @@ too; loops that add `model.losses` themselves can split off the KL with `kl_loss
     loss = nll + kl                           # == loss_fn(y, y_pred) + sum(model.losses)
 """
 
-import functools
-import inspect
-
 import keras
 import tensorflow as tf
 from keras import ops
 
-from tfbdl import model_tools
+from tfbdl import _keras_internals
 
-__all__ = ["ELBOTerms", "kl_loss", "layer_kl_losses", "track_elbo", "elbo_terms_metric"]
+__all__ = ["ELBOTerms", "elbo_terms_metric", "layer_kl_terms", "track_elbo"]
 
 _ATTRIBUTE = "_tfbdl_elbo_terms"
 
 
-def layer_kl_losses(model):
-    """[(layer, weighted KL)] of the latest forward pass, one pair per Bayesian layer.
+def layer_kl_terms(layers):
+    """[weighted KL] of the latest forward pass, one scalar per layer of `layers`.
 
     The weighted KL is `kl_weight * KL(q || p)` exactly as the layer added it to the
     losses (summed if the layer was called more than once; 0 if it was not called).
     """
-    pairs = []
-    for layer in model_tools.bayesian_layers(model):
-        # A Bayesian layer's own losses (Keras' per-layer `add_loss` list, without its
-        # sublayers and weight regularizers) are exactly its KL terms.
-        terms = [ops.cast(term, "float32") for term in layer._get_own_losses()]
-        pairs.append((layer, ops.sum(ops.stack(terms)) if terms else ops.zeros((), "float32")))
-    return pairs
-
-
-def kl_loss(model):
-    """The weighted KL, sum over layers of `kl_weight * KL(q || p)`, of the latest forward pass.
-
-    It is the part of `sum(model.losses)` that the Bayesian layers added, so in a
-    custom loop `loss_fn(y, y_pred) + tfbdl.kl_loss(model)` is the negative ELBO.
-
-        y_pred = model(x, training=True)
-        loss = loss_fn(y, y_pred) + tfbdl.kl_loss(model)
-    """
-    model_tools._require_bayesian_layers(model)
-    return ops.sum(ops.stack([kl for _, kl in layer_kl_losses(model)]))
+    kls = []
+    for layer in layers:
+        # A Bayesian layer's own `add_loss` terms (without weight regularizers) are its KL.
+        terms = [ops.cast(term, "float32") for term in _keras_internals.own_losses(layer)]
+        kls.append(ops.sum(ops.stack(terms)) if terms else ops.zeros((), "float32"))
+    return kls
 
 
 class ELBOTerms(keras.metrics.Metric):
@@ -144,63 +131,47 @@ def _batch_size(x, y_pred):
     return 1
 
 
-def _compute_loss_with_elbo_terms(model, compute_loss):
-    """Wraps `compute_loss` so every call also updates the model's `ELBOTerms`."""
-    accepts_training = "training" in inspect.signature(compute_loss).parameters
-
-    @functools.wraps(compute_loss)
-    def wrapped(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if accepts_training:
-            total = compute_loss(x, y, y_pred, sample_weight, training=training)
-        else:
-            total = compute_loss(x, y, y_pred, sample_weight)
-        if total is not None:
-            _update_elbo_terms(model, total, _batch_size(x, y_pred))
-        return total
-
-    return wrapped
-
-
-def _update_elbo_terms(model, total, batch_size):
+def _update_elbo_terms(model, layers, total, x, y_pred):
+    """Splits one `compute_loss` total into nll, per-layer KL and other losses."""
     metric = elbo_terms_metric(model)
-    pairs = layer_kl_losses(model)
-    kl_ids = {id(term) for layer, _ in pairs for term in layer._get_own_losses()}
+    layer_kls = layer_kl_terms(layers)
+    kl_ids = {id(term) for layer in layers for term in _keras_internals.own_losses(layer)}
     others = [ops.sum(ops.cast(loss, "float32")) for loss in model.losses if id(loss) not in kl_ids]
     if others:
         metric.reports_other_losses = True
     other = ops.sum(ops.stack(others)) if others else ops.zeros((), "float32")
-    layer_kls = [kl for _, kl in pairs]
     # Keras scales the loss by 1 / replicas under tf.distribute and unscales it for its
     # loss tracker; the KL terms themselves are unscaled, so the data term is:
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     unscaled_total = ops.cast(total, "float32") * float(replicas)
     nll = unscaled_total - ops.sum(ops.stack(layer_kls)) - other
-    metric.update_state(nll, layer_kls, other, batch_size)
+    metric.update_state(nll, layer_kls, other, _batch_size(x, y_pred))
 
 
-def track_elbo(model):
+def track_elbo(model, layers):
     """Makes `model`'s fit/evaluate logs (and `compute_loss`) report `nll` and `kl`.
 
-    Idempotent; called by `tfbdl.set_kl_weight`. Returns the model's `ELBOTerms`, or
-    None if `model` is a layer rather than a `keras.Model`.
+    `layers` are the model's Bayesian layers. Idempotent, and never resets compiled
+    functions, so it is safe to call during `fit`. Returns the model's `ELBOTerms`, or None
+    when `model` is not a `keras.Model` or the metric cannot be made here (inside one
+    replica of a `tf.distribute` strategy, where variables cannot be created: there
+    `tfbdl.set_kl_weight`, called in the strategy's scope, attaches it).
     """
     if not isinstance(model, keras.Model):
         return None
     metric = elbo_terms_metric(model)
     if metric is not None:
         return metric
-    names = [layer.name for layer in model_tools._require_bayesian_layers(model)]
-    # Metric variables must live where the model's do (e.g. under a strategy scope).
-    with model.distribute_strategy.scope():
-        metric = ELBOTerms(names)
-    locked = model._tracker.locked  # a built model locks its tracked state
-    model._tracker.unlock()
-    try:
-        setattr(model, _ATTRIBUTE, metric)  # tracked: part of model.metrics from now on
-    finally:
-        if locked:
-            model._tracker.lock()
-    model.compute_loss = _compute_loss_with_elbo_terms(model, model.compute_loss)
-    model._compute_loss_has_training_arg = True
-    model_tools._reset_compiled_functions(model)
+    if tf.distribute.in_cross_replica_context() is False and tf.distribute.has_strategy():
+        return None
+    # Made eagerly (also when first seen inside a traced step), where the model's
+    # variables live (e.g. under a strategy scope).
+    with tf.init_scope(), model.distribute_strategy.scope():
+        metric = ELBOTerms([layer.name for layer in layers])
+    _keras_internals.attach_metric(model, _ATTRIBUTE, metric)  # part of model.metrics from now on
+    _keras_internals.wrap_compute_loss(
+        model, lambda model, total, x, y_pred: _update_elbo_terms(model, layers, total, x, y_pred)
+    )
+    if _keras_internals.needs_multi_worker_fit_workarounds(model.distribute_strategy):
+        _keras_internals.use_multi_worker_fit_workarounds(model)
     return metric

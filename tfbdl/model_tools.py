@@ -1,19 +1,14 @@
-"""Model-level controls: find Bayesian layers, set the KL weight, switch to posterior means."""
+"""Model-level controls: find Bayesian layers, set the KL weight, switch to posterior means,
+and the KL part of a model's losses."""
 
 import contextlib
 
-import keras
+from keras import ops
 
 from tfbdl import elbo
-from tfbdl.layers.base import BayesianLayer
+from tfbdl.layers.base import bayesian_layers
 
-
-def bayesian_layers(model):
-    """All tfbdl Bayesian layers of `model`, nested models included, in model order."""
-    if not isinstance(model, keras.layers.Layer):
-        raise ValueError(f"`model` must be a Keras model or layer, got model={model!r}.")
-    return [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-            if isinstance(layer, BayesianLayer)]
+__all__ = ["bayesian_layers", "kl_loss", "layer_kl_losses", "learned_tau", "posterior_mean", "set_kl_weight"]
 
 
 def _require_bayesian_layers(model):
@@ -30,9 +25,12 @@ def set_kl_weight(model, num_examples=None, weight=None):
 
         tfbdl.set_kl_weight(model, num_examples=N)     # weight = 1 / N
 
-    `weight=` sets any other value (e.g. during annealing). The weight is a variable, so
-    changing it later does not retrace the model's functions. A `keras.Model` also gets
-    ELBO reporting (`tfbdl.elbo.track_elbo`): its fit/evaluate logs carry `nll` and `kl`.
+    `weight=` sets any other value (e.g. during annealing). The weight is a saved variable
+    of each layer, so changing it needs no retracing (it is safe inside `fit`, from a
+    callback), `keras.saving.load_model` restores it, and `model.load_weights` keeps the
+    weight set here rather than the one the file was saved with. A `keras.Model` also gets
+    ELBO reporting now (`tfbdl.elbo.track_elbo`; under a `tf.distribute` strategy, call this
+    in the strategy's scope): its fit/evaluate logs carry `nll` and `kl`.
     """
     if (num_examples is None) == (weight is None):
         raise ValueError(
@@ -48,19 +46,11 @@ def set_kl_weight(model, num_examples=None, weight=None):
         weight = 1.0 / float(num_examples)
     elif not (float(weight) >= 0.0 and float(weight) < float("inf")):
         raise ValueError(f"set_kl_weight: `weight` must be finite and >= 0, got weight={weight!r}.")
-    for layer in _require_bayesian_layers(model):
+    layers = _require_bayesian_layers(model)
+    for layer in layers:
         layer.set_kl_weight(weight)
-    elbo.track_elbo(model)  # fit/evaluate logs then show `nll` and `kl` beside `loss`
+    elbo.track_elbo(model, layers)  # fit/evaluate logs then show `nll` and `kl` beside `loss`
     return weight
-
-
-def _reset_compiled_functions(model):
-    """Drops Keras' traced train/test/predict functions so the next call retraces."""
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, keras.Model):
-            layer.train_function = None
-            layer.test_function = None
-            layer.predict_function = None
 
 
 @contextlib.contextmanager
@@ -68,9 +58,10 @@ def posterior_mean(model):
     """Within the block, every Bayesian layer of `model` uses its posterior-mean weights.
 
     Forward passes are then deterministic (the KL is still added to the losses); outside
-    the block they are stochastic, in training and inference alike. Keras' traced
-    functions are reset on entry and exit, so `model.predict` & co. follow the mode
-    without rebuilding the model; a `tf.function` of your own must be traced inside.
+    the block they are stochastic, in training and inference alike. The mode is a variable
+    that the traced forward pass reads, so `model.predict` & co. (and your own
+    `tf.function`s) follow it without retracing, and the block may be entered from a
+    callback during `fit`.
 
         with tfbdl.posterior_mean(model):
             probs = model.predict(x)
@@ -78,14 +69,34 @@ def posterior_mean(model):
     layers = _require_bayesian_layers(model)
     previous = [layer.use_posterior_mean for layer in layers]
     for layer in layers:
-        layer.use_posterior_mean = True
-    _reset_compiled_functions(model)
+        layer.posterior_mean_mode.assign(True)
     try:
         yield model
     finally:
         for layer, value in zip(layers, previous):
-            layer.use_posterior_mean = value
-        _reset_compiled_functions(model)
+            layer.posterior_mean_mode.assign(value)
+
+
+def layer_kl_losses(model):
+    """[(layer, weighted KL)] of the latest forward pass, one pair per Bayesian layer.
+
+    The weighted KL is `kl_weight * KL(q || p)` exactly as the layer added it to the
+    losses (summed if the layer was called more than once; 0 if it was not called).
+    """
+    layers = _require_bayesian_layers(model)
+    return list(zip(layers, elbo.layer_kl_terms(layers)))
+
+
+def kl_loss(model):
+    """The weighted KL, sum over layers of `kl_weight * KL(q || p)`, of the latest forward pass.
+
+    It is the part of `sum(model.losses)` that the Bayesian layers added, so in a
+    custom loop `loss_fn(y, y_pred) + tfbdl.kl_loss(model)` is the negative ELBO.
+
+        y_pred = model(x, training=True)
+        loss = loss_fn(y, y_pred) + tfbdl.kl_loss(model)
+    """
+    return ops.sum(ops.stack(elbo.layer_kl_terms(_require_bayesian_layers(model))))
 
 
 def learned_tau(model):

@@ -1,8 +1,9 @@
 """Variational posteriors over a layer's weights.
 
-A posterior is a *description* (like a Keras initializer): `MeanFieldNormal(initial_scale=0.01)`
-can be handed to many layers, and `build` creates the variables of one weight tensor inside the
-layer that uses it, so Keras tracks, trains and saves them with that layer.
+A posterior is a *description* (like a Keras initializer, and like a `tfbdl.priors.Prior`, with
+the same verbs): `MeanFieldNormal(initial_scale=0.01)` can be handed to many layers, and
+`bind(layer, name, shape, ...)` creates the variables of one weight tensor inside the layer
+that uses it, so Keras tracks, trains and saves them with that layer.
 
 Mean-field Normal (Blundell et al. 2015, "Weight Uncertainty in Neural Networks"):
 
@@ -22,7 +23,7 @@ from tfbdl import sampling
 
 tfd = tfp.distributions
 
-__all__ = ["MeanFieldNormal", "NormalWeights", "get"]
+__all__ = ["Posterior", "MeanFieldNormal", "NormalWeights", "get"]
 
 
 def _softplus_inverse(x):
@@ -91,8 +92,29 @@ class _NormalSnapshot(NormalWeights):
         return self
 
 
+class Posterior:
+    """Base class of variational posteriors: a description bound to one weight of a layer.
+
+    The protocol of `tfbdl.priors.Prior`: `check_shape`, `bind`, `get_config`/`from_config`.
+    """
+
+    def check_shape(self, shape, argument):
+        """Raises `ValueError` naming `argument` if this posterior cannot cover `shape`."""
+
+    def bind(self, layer, name, shape, initializer, regularizer=None, constraint=None):
+        """Creates the variables of `layer`'s weight `name` and returns them (e.g. `NormalWeights`)."""
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="tfbdl")
-class MeanFieldNormal:
+class MeanFieldNormal(Posterior):
     """Fully factorized Normal posterior with softplus-parameterized scale.
 
     Args:
@@ -117,7 +139,7 @@ class MeanFieldNormal:
             None if loc_initializer is None else keras.initializers.get(loc_initializer)
         )
 
-    def build(self, layer, name, shape, initializer, regularizer=None, constraint=None):
+    def bind(self, layer, name, shape, initializer, regularizer=None, constraint=None):
         """Creates `{name}_loc` and `{name}_untransformed_scale` in `layer` (float32)."""
         loc = layer.add_weight(
             name=f"{name}_loc",
@@ -152,10 +174,6 @@ class MeanFieldNormal:
             ),
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     def __repr__(self):
         return f"MeanFieldNormal(initial_scale={self.initial_scale})"
 
@@ -166,7 +184,7 @@ def get(posterior):
         return MeanFieldNormal()
     if isinstance(posterior, dict):
         posterior = keras.saving.deserialize_keras_object(posterior)
-    if not hasattr(posterior, "build"):
+    if not isinstance(posterior, Posterior):
         raise ValueError(
             "`posterior` must be a tfbdl posterior such as MeanFieldNormal(...), "
             f"got posterior={posterior!r}."

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfbdl import _keras_internals
 from tfbdl.model_tools import bayesian_layers, posterior_mean
 
 __all__ = ["predict", "PredictiveResult", "OUTPUTS"]
@@ -154,9 +155,9 @@ def _make_step(model, output, num_samples, return_samples, jit_compile):
 
 
 def _cached_step(model, output, num_samples, return_samples, jit_compile):
-    """One traced step per (model, settings, inference mode), so repeated calls don't retrace."""
-    modes = tuple(layer.use_posterior_mean for layer in bayesian_layers(model))
-    key = (output, num_samples, return_samples, jit_compile, modes)
+    """One traced step per (model, settings), so repeated calls don't retrace (the inference
+    mode is a variable the traced step reads)."""
+    key = (output, num_samples, return_samples, jit_compile)
     steps = _STEPS.setdefault(model, {})
     if key not in steps:
         steps[key] = _make_step(model, output, num_samples, return_samples, jit_compile)
@@ -170,7 +171,7 @@ def _final_layer(model):
     """The layer producing the model's (single) output, looking inside nested models."""
     outputs = getattr(model, "outputs", None) if isinstance(model, keras.Model) else None
     if outputs and len(outputs) == 1:
-        layer = outputs[0]._keras_history.operation
+        layer = _keras_internals.output_layer(outputs[0])
     elif isinstance(model, keras.Sequential) and model.layers:
         layer = model.layers[-1]
     else:

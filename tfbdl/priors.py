@@ -15,6 +15,7 @@ Built in: `Gaussian`, `HalfNormalHierarchical`, `SpikeAndSlab`, `Informed`; any
 accepted too (`DistributionPrior`).
 """
 
+import base64
 import math
 
 import keras
@@ -104,6 +105,20 @@ def _fan_scale(rule, layer, shape, owner):
     fan_out = float(np.prod(shape[:-2])) * float(shape[-1])
     variance = {"radford": 1.0 / fan_in, "xavier": 2.0 / (fan_in + fan_out), "kaiming": 2.0 / fan_in}[rule]
     return math.sqrt(variance)
+
+
+def _encode_array(array):
+    """A float32 array as a JSON-able dict (shape and base64 of its little-endian bytes)."""
+    array = np.asarray(array, dtype="<f4")
+    return {"shape": list(array.shape), "float32_base64": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def _decode_array(value):
+    """The inverse of `_encode_array`; any other value is read as a float32 array."""
+    if isinstance(value, dict) and "float32_base64" in value:
+        flat = np.frombuffer(base64.b64decode(value["float32_base64"]), dtype="<f4")
+        return flat.reshape(value["shape"]).astype(np.float32)
+    return np.asarray(value, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- KL terms
@@ -264,9 +279,9 @@ class Gaussian(Prior):
 class Informed(Prior):
     """Normal prior centred on given (e.g. pretrained) weights: p(w) = N(loc, scale^2).
 
-    For transfer learning with informed priors. `loc` (and an array `scale`) are stored as
-    non-trainable variables of the layer, so they are saved in the weights file rather
-    than in the model's JSON config.
+    For transfer learning with informed priors. The config carries the values themselves
+    (float32, base64-encoded), so `get_config`/`from_config`, `keras.models.clone_model` and
+    `model.save`/`keras.saving.load_model` all keep the prior it was made with.
 
     Example:
         >>> trained = dense.get_weights()[0]
@@ -274,10 +289,10 @@ class Informed(Prior):
     """
 
     def __init__(self, loc, scale):
-        self.loc = np.asarray(loc, dtype=np.float32)
+        self.loc = _decode_array(loc)
         if not np.all(np.isfinite(self.loc)):
             raise ValueError("Informed: `loc` must be finite, got non-finite values.")
-        self.scale = _positive_array(scale, "scale", "Informed")
+        self.scale = _positive_array(_decode_array(scale), "scale", "Informed")
 
     def check_shape(self, shape, argument):
         _check_broadcast(self.loc.shape, shape, argument, "Informed `loc`")
@@ -285,22 +300,10 @@ class Informed(Prior):
 
     def bind(self, layer, name, shape):
         self.check_shape(shape, name)
-
-        def constant(suffix, value):
-            return layer.add_weight(
-                name=f"{name}_prior_{suffix}", shape=value.shape, trainable=False, dtype="float32",
-                initializer=keras.initializers.Constant(value),
-            )
-
-        return NormalKL(constant("loc", self.loc), constant("scale", self.scale))
+        return NormalKL(self.loc, self.scale)
 
     def get_config(self):
-        # The values live in the layer's variables; the config keeps only their shapes.
-        return {"loc_shape": list(self.loc.shape), "scale_shape": list(self.scale.shape)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(np.zeros(config["loc_shape"]), np.ones(config["scale_shape"]))
+        return {"loc": _encode_array(self.loc), "scale": _encode_array(self.scale)}
 
     def __repr__(self):
         return f"Informed(loc of shape {self.loc.shape}, scale of shape {self.scale.shape})"
@@ -488,7 +491,8 @@ class DistributionPrior(Prior):
 
     The KL is `tfd.kl_divergence` when TFP registers one for (Normal, this distribution),
     and the one-sample Monte Carlo estimate otherwise. The distribution's
-    `batch_shape + event_shape` must broadcast to the weight shape.
+    `batch_shape + event_shape` must broadcast to the weight shape. A callable is called
+    once per weight shape (the distribution it returns is kept for that shape).
 
     Example:
         >>> tfbdl.layers.DenseFlipout(10, prior=tfd.Laplace(0.0, 0.3))
@@ -502,16 +506,20 @@ class DistributionPrior(Prior):
                 f"(shape, dtype) -> Distribution, got distribution={distribution!r}."
             )
         self.distribution = distribution
+        self._made = {}  # weight shape -> the distribution the callable returned for it
 
     def _make(self, shape):
         if isinstance(self.distribution, tfd.Distribution):
             return self.distribution
-        made = self.distribution(tuple(shape), tf.float32)
-        if not isinstance(made, tfd.Distribution):
-            raise ValueError(
-                f"DistributionPrior: the callable must return a tfp Distribution, got {made!r}."
-            )
-        return made
+        shape = tuple(shape)
+        if shape not in self._made:
+            made = self.distribution(shape, tf.float32)
+            if not isinstance(made, tfd.Distribution):
+                raise ValueError(
+                    f"DistributionPrior: the callable must return a tfp Distribution, got {made!r}."
+                )
+            self._made[shape] = made
+        return self._made[shape]
 
     def check_shape(self, shape, argument):
         made = self._make(shape)

@@ -11,7 +11,13 @@ mean-field posterior and is sampled once per batch.
 The KL is added as `kl_weight * KL(q || p)`, where `kl_weight` is a non-trainable variable
 (1 / number of training examples, set once per model by `tfbdl.set_kl_weight`), so the
 model's loss is the per-example negative ELBO `NLL + KL / N`, and annealing can change the
-weight without retracing.
+weight without retracing. The variable is the one source of truth: it is saved with the
+layer, and holds `UNSET_KL_WEIGHT` (< 0) until a weight is set, in which case the full KL
+(weight 1) is used with a warning. Loading weights fills an unset weight and keeps a set
+one: the N stated for the current data wins over the one a file was saved with.
+
+The posterior-mean switch (`tfbdl.posterior_mean`) is a variable too, read by a `tf.cond`
+in the forward pass, so switching modes needs no retracing (and is safe inside `fit`).
 """
 
 import warnings
@@ -20,8 +26,9 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfbdl import posteriors, priors
+from tfbdl import _keras_internals, elbo, posteriors, priors
 
+UNSET_KL_WEIGHT = -1.0
 _UNSET_KL_WEIGHT_WARNED = False
 
 
@@ -81,8 +88,12 @@ class BayesianLayer:
         self.posterior = posterior
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.use_posterior_mean = False  # toggled by tfbdl.posterior_mean(model)
-        self.kl_weight_value = None  # the Python value set by tfbdl.set_kl_weight
+        # Not a Keras weight: the inference mode is not saved with the model.
+        self.posterior_mean_mode = tf.Variable(False, trainable=False, name="posterior_mean_mode")
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), trainable=False, dtype="float32",
+            initializer=keras.initializers.Constant(UNSET_KL_WEIGHT),
+        )
         self.kernel_posterior = None
         self.bias_posterior = None
         self._deterministic_bias = None
@@ -118,13 +129,13 @@ class BayesianLayer:
         if self.use_bias and self.bias_prior is not None:
             self.bias_prior.check_shape(bias_shape, "bias_prior")
 
-        self.kernel_posterior = self.posterior.build(
+        self.kernel_posterior = self.posterior.bind(
             self, "kernel", kernel_shape, self.kernel_initializer,
             self.kernel_regularizer, self.kernel_constraint,
         )
         self.kernel_prior_term = self.prior.bind(self, "kernel", kernel_shape)
         if self.use_bias and self.bias_prior is not None:
-            self.bias_posterior = self.posterior.build(
+            self.bias_posterior = self.posterior.bind(
                 self, "bias", bias_shape, self.bias_initializer,
                 self.bias_regularizer, self.bias_constraint,
             )
@@ -135,12 +146,6 @@ class BayesianLayer:
                 regularizer=self.bias_regularizer, constraint=self.bias_constraint,
                 dtype="float32",
             )
-        self.kl_weight = self.add_weight(
-            name="kl_weight", shape=(), trainable=False, dtype="float32",
-            initializer=keras.initializers.Constant(
-                1.0 if self.kl_weight_value is None else self.kl_weight_value
-            ),
-        )
         self.built = True
 
     @property
@@ -159,44 +164,79 @@ class BayesianLayer:
 
     def set_kl_weight(self, value):
         """Sets the KL weight (use `tfbdl.set_kl_weight(model, ...)` for a whole model)."""
-        self.kl_weight_value = float(value)
-        if self.built:
-            self.kl_weight.assign(self.kl_weight_value)
+        self.kl_weight.assign(float(value))
+
+    @property
+    def kl_weight_is_set(self):
+        """False until a KL weight is set (or loaded); then the full KL is used, with a warning."""
+        with tf.init_scope():  # read the value eagerly, also while a step is traced
+            return float(self.kl_weight.numpy()) >= 0.0
+
+    @property
+    def use_posterior_mean(self):
+        """True while `tfbdl.posterior_mean` makes this layer use its posterior-mean weights."""
+        with tf.init_scope():
+            return bool(self.posterior_mean_mode.numpy())
 
     # ------------------------------------------------------------------ forward pass
 
     def call(self, inputs, training=None):
-        if training and self.kl_weight_value is None:
+        self._report_to_calling_model()
+        if training and not self.kl_weight_is_set:
             _warn_unset_kl_weight(self)
         if inputs.dtype.is_floating:
             # `autocast=False` also stops Keras casting the inputs: under a mixed policy the
             # linear op must still run in the compute dtype (the variational math stays float32).
             inputs = tf.cast(inputs, self.compute_dtype)
         kernel_seed, kernel_kl_seed, bias_seed, bias_kl_seed = self._next_seeds(4)
+        use_mean = tf.convert_to_tensor(self.posterior_mean_mode)
 
-        # One read of mu and sigma per call, shared by the estimator and the KL (see `snapshot`).
-        kernel = self.kernel_posterior.snapshot()
-        if self.use_posterior_mean:
+        # Each branch reads mu and sigma once, shared by the estimator and the KL (see
+        # `snapshot`). The reads stay inside the branches: TensorFlow cannot differentiate a
+        # branch through a custom-gradient tensor (the softplus) captured from outside it.
+
+        def kernel_mean():
+            kernel = self.kernel_posterior.snapshot()
             outputs = self.linear(inputs, tf.cast(kernel.loc, inputs.dtype))
-            kernel_sample = None
-        else:
+            return outputs, _weight_kl(kernel, self.kernel_prior_term, None, kernel_kl_seed)
+
+        def kernel_estimate():
+            kernel = self.kernel_posterior.snapshot()
             # `estimator` is a plain function stored on the class, so it is bound: it gets `self`.
-            outputs, kernel_sample = self.estimator(inputs, kernel, kernel_seed)
-        kl = _weight_kl(kernel, self.kernel_prior_term, kernel_sample, kernel_kl_seed)
+            outputs, sample = self.estimator(inputs, kernel, kernel_seed)
+            return outputs, _weight_kl(kernel, self.kernel_prior_term, sample, kernel_kl_seed)
+
+        outputs, kl = tf.cond(use_mean, kernel_mean, kernel_estimate)
 
         if self.bias_posterior is not None:
-            bias_posterior = self.bias_posterior.snapshot()
-            bias_sample = None if self.use_posterior_mean else bias_posterior.sample(bias_seed)
-            kl += _weight_kl(bias_posterior, self.bias_prior_term, bias_sample, bias_kl_seed)
-            bias = bias_posterior.loc if bias_sample is None else bias_sample
+            bias, bias_kl = tf.cond(
+                use_mean,
+                lambda: self._bias_and_kl(None, bias_kl_seed),
+                lambda: self._bias_and_kl(bias_seed, bias_kl_seed),
+            )
+            kl += bias_kl
             outputs = self.add_bias(outputs, tf.cast(bias, outputs.dtype))
         elif self.use_bias:
             outputs = self.add_bias(outputs, tf.cast(self._deterministic_bias, outputs.dtype))
 
-        self.add_loss(self.kl_weight * kl)
+        weight = tf.where(self.kl_weight < 0.0, 1.0, self.kl_weight)  # unset: the full KL
+        self.add_loss(weight * kl)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def _bias_and_kl(self, sample_seed, kl_seed):
+        """(bias, its KL): a draw from q(b), or its mean when `sample_seed` is None."""
+        posterior = self.bias_posterior.snapshot()
+        sample = None if sample_seed is None else posterior.sample(sample_seed)
+        kl = _weight_kl(posterior, self.bias_prior_term, sample, kl_seed)
+        return (posterior.loc if sample is None else sample), kl
+
+    def _report_to_calling_model(self):
+        """Makes the model calling this layer report its ELBO terms (`tfbdl.elbo`)."""
+        model = _keras_internals.calling_model()
+        if isinstance(model, keras.Model) and elbo.elbo_terms_metric(model) is None:
+            elbo.track_elbo(model, bayesian_layers(model))
 
     def variational_weights(self):
         """{"kernel": (posterior, prior term)}, plus "bias" when the bias is Bayesian."""
@@ -206,11 +246,17 @@ class BayesianLayer:
         return weights
 
     def kl_divergence(self):
-        """KL(q || p) of this layer's weights (unweighted; a fresh sample for Monte Carlo terms)."""
-        seeds = self._next_seeds(2)  # kernel, bias
+        """KL(q || p) of this layer's weights, unweighted.
+
+        Closed-form terms draw no random numbers (so monitoring the KL leaves the training
+        noise of a seeded run unchanged); Monte Carlo terms use a fresh weight sample.
+        """
+        terms = list(self.variational_weights().values())
+        needs_seeds = any(prior_term.requires_sample for _, prior_term in terms)
+        seeds = self._next_seeds(len(terms)) if needs_seeds else [None] * len(terms)
         return tf.add_n([
             _weight_kl(posterior, prior_term, None, seed)
-            for (posterior, prior_term), seed in zip(self.variational_weights().values(), seeds)
+            for (posterior, prior_term), seed in zip(terms, seeds)
         ])
 
     def _next_seeds(self, n):
@@ -239,10 +285,21 @@ class BayesianLayer:
         keras.layers.Layer.save_own_variables(self, store)
 
     def load_own_variables(self, store):
+        # A KL weight already set for the current data is kept; an unset one is loaded.
+        stated = self.kl_weight.numpy() if self.kl_weight_is_set else None
         keras.layers.Layer.load_own_variables(self, store)
+        if stated is not None:
+            self.kl_weight.assign(stated)
 
     def enable_lora(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not support LoRA.")
 
     def quantize(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not support quantization.")
+
+
+def bayesian_layers(model):
+    """All tfbdl Bayesian layers of `model`, nested models included, in model order."""
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(f"`model` must be a Keras model or layer, got model={model!r}.")
+    return [layer for layer in _keras_internals.flatten_layers(model) if isinstance(layer, BayesianLayer)]
