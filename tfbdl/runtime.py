@@ -14,19 +14,12 @@ counted once. Under a mixed policy the Bayesian layers keep their variational me
 scales, hyperpriors and KL in float32 (they run with `autocast=False` and cast only what
 they feed the matmul/convolution to the compute dtype).
 
-Keras 3.15's `model.fit` cannot start under a multi-worker strategy (its symbolic build
-reduces the nested input batch and raises, with plain Keras layers too); train multi-worker
-with a custom loop that calls `model.compute_loss` (which still reports `nll` and `kl`):
-
-    @tf.function
-    def train_step(batch):
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = model.compute_loss(x, y, model(x, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
-        return strategy.reduce("SUM", strategy.run(step, args=batch), axis=None)
+Keras 3.15's own `model.fit` cannot run under a multi-worker strategy (it reduces the first
+input batch eagerly and each step's scalar logs along an axis they lack, with plain Keras
+layers too). `tfbdl.set_kl_weight`, called in the strategy's scope as above, gives a model
+with Bayesian layers the narrow workarounds of `tfbdl._keras_internals`, so plain
+`model.fit` trains it on every worker, with `nll` and `kl` logged. The workarounds switch
+themselves off with a Keras that no longer needs them.
 """
 
 import json
