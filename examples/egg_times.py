@@ -4,7 +4,7 @@ The study: "Bayesian Neural Networks 2: Fully Connected in TensorFlow and PyTorc
 (DoctorLoop, data from DoctorLoop/BayesianDeepLearning): 639 eggs, each weighed and
 boiled for some minutes, came out underdone (202), soft-boiled (117) or hard-boiled (320).
 There a deterministic net reached 0.84-0.86 and a TFP Flipout net 0.89-0.91 accuracy on 64
-held-out eggs. Here: 2-H-H-3 tanh `DenseFlipout` network, N(0, 1) priors, loss
+held-out eggs. Here: a 2-8-8-3 tanh `DenseFlipout` network, N(0, 1) priors, loss
 NLL + KL / N (N the training eggs), scored by stratified 10-fold cross-validation
 (accuracy and NLL of the posterior predictive mean, mean and spread over the folds).
 Each fold standardizes the inputs with its own training eggs' mean and std (a
@@ -21,9 +21,11 @@ paid for a balanced fit. Class weights rather than resampling: every egg is used
 per epoch and the ELBO stays a (weighted) sum over the same N eggs.
 `--class-weighting none` fits the plain likelihood.
 
-Hyperparameters (width 16, Adam 0.01, batch 64, 400 epochs) were chosen by 5-fold CV
-inside the 575 training eggs of outer fold 0 (seed 0), over width {8, 16} x epochs
-{200, 400} x learning rate {0.01, 0.03}; no outer test egg of that fold was used.
+Hyperparameters (width 8, Adam 0.01, batch 64, 200 epochs) were chosen by 5-fold CV
+inside the 575 training eggs of outer fold 0 (seed 0): width 8 gave accuracy 0.929 /
+NLL 0.189 there, width 16 0.927 / 0.200. The 64 test eggs of that fold were not used;
+the other folds' test eggs were among those 575, so the CV figures are, strictly, a
+nested estimate only for fold 0.
 
 Figures: predictive probability of each outcome over the (weight, time) plane and
 histograms of 5000 posterior predictive samples of p(soft-boiled) for three eggs, both
@@ -52,8 +54,8 @@ CHOSEN_EGGS = np.array([[55.0, 3.2], [55.0, 4.1], [55.0, 5.0]], dtype="float32")
 def parse_args(argv=None):
     parser = common.parser("egg_times", __doc__)
     parser.add_argument("--folds", type=int, default=10, help="stratified cross-validation folds")
-    parser.add_argument("--hidden", type=int, default=16, help="units in each of the 2 hidden layers")
-    parser.add_argument("--epochs", type=int, default=400)
+    parser.add_argument("--hidden", type=int, default=8, help="units in each of the 2 hidden layers")
+    parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--class-weighting", choices=("balanced", "none"), default="balanced")
