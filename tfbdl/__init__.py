@@ -28,10 +28,11 @@ from tfbdl.prediction import PredictiveResult, predict  # noqa: E402
 from tfbdl.pruning import prune  # noqa: E402
 from tfbdl import callbacks, elbo, runtime  # noqa: E402
 from tfbdl import sampling  # noqa: E402
+from tfbdl import active  # noqa: E402
 from tfbdl.model_tools import kl_loss  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["data", "layers", "priors", "posteriors", "bayesian_layers", "learned_tau", "posterior_mean", "set_kl_weight",
            "metrics", "prediction", "predict", "PredictiveResult", "convert", "pruning", "prune", "plots",
-           "callbacks", "elbo", "runtime", "kl_loss", "sampling"]
+           "callbacks", "elbo", "runtime", "kl_loss", "sampling", "active"]
