@@ -113,9 +113,8 @@ def test_a_stated_kl_weight_wins_over_the_one_in_loaded_weights(data, tmp_path):
     np.testing.assert_array_equal(model.get_weights()[0], old.get_weights()[0])  # the rest loaded
 
 
-def test_unset_kl_weight_warns_and_uses_the_full_kl(data, monkeypatch):
+def test_unset_kl_weight_warns_and_uses_the_full_kl(data):
     (x, y), _ = data
-    monkeypatch.setattr(tfbdl.layers.base, "_UNSET_KL_WEIGHT_WARNED", False)
     model = _compile(moons_model())
     with pytest.warns(UserWarning, match="no KL weight set"):
         history = model.fit(x, y, batch_size=len(x), epochs=1, verbose=0).history

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 import tfbdl
-from tfbdl.layers import base as layers_base
 
 L = tfbdl.layers
 WIDE_POSTERIOR = tfbdl.posteriors.MeanFieldNormal(initial_scale=0.5, loc_initializer="random_normal")
@@ -296,18 +295,24 @@ def test_set_kl_weight_before_build_and_after_does_not_retrace():
     np.testing.assert_allclose(second, first / 2, rtol=1e-5)
 
 
-def test_training_without_kl_weight_warns_once(monkeypatch):
-    monkeypatch.setattr(layers_base, "_UNSET_KL_WEIGHT_WARNED", False)
-    model = keras.Sequential([keras.Input((2,)), L.DenseFlipout(1)])
-    model.compile("sgd", "mse")
+def test_training_without_kl_weight_warns_once_per_model():
+    def model():
+        built = keras.Sequential([keras.Input((2,)), L.DenseFlipout(3), L.DenseFlipout(1)])
+        built.compile("sgd", "mse")
+        return built
+
     x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
-    with pytest.warns(UserWarning, match="set_kl_weight"):
-        model.fit(x, y, epochs=1, verbose=0)
+    first = model()
+    with pytest.warns(UserWarning, match="set_kl_weight") as record:
+        first.fit(x, y, epochs=1, verbose=0)
+    assert len([w for w in record if "set_kl_weight" in str(w.message)]) == 1  # not once per layer
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.fit(x, y, epochs=1, verbose=0)  # warned once already
-        tfbdl.set_kl_weight(model, num_examples=4)
-        model.fit(x, y, epochs=1, verbose=0)
+        first.evaluate(x, y, verbose=0)  # warned once already (and not training)
+        tfbdl.set_kl_weight(first, num_examples=4)
+        first.fit(x, y, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match="set_kl_weight"):  # a second model is warned too
+        model().fit(x, y, epochs=1, verbose=0)
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_examples=10, weight=0.1), dict(num_examples=0),

@@ -21,6 +21,7 @@ in the forward pass, so switching modes needs no retracing (and is safe inside `
 """
 
 import warnings
+import weakref
 
 import keras
 import tensorflow as tf
@@ -29,18 +30,20 @@ import tensorflow_probability as tfp
 from tfbdl import _keras_internals, elbo, posteriors, priors
 
 UNSET_KL_WEIGHT = -1.0
-_UNSET_KL_WEIGHT_WARNED = False
+_WARNED_UNSET_KL_WEIGHT = weakref.WeakSet()  # models (or lone layers) already warned
 
 
-def _warn_unset_kl_weight(layer):
-    global _UNSET_KL_WEIGHT_WARNED
-    if _UNSET_KL_WEIGHT_WARNED:
+def _warn_unset_kl_weight(layer, model):
+    """Warns once per model (or per layer called on its own) that trains with no KL weight."""
+    owner = model if isinstance(model, keras.Model) else layer
+    if owner in _WARNED_UNSET_KL_WEIGHT:
         return
-    _UNSET_KL_WEIGHT_WARNED = True
+    _WARNED_UNSET_KL_WEIGHT.add(owner)
     warnings.warn(
-        f"tfbdl: training Bayesian layer '{layer.name}' with no KL weight set, so the "
-        "full KL (weight 1.0) is added to a loss that averages over the batch. State the "
-        "number of training examples once: tfbdl.set_kl_weight(model, num_examples=N).",
+        f"tfbdl: training '{owner.name}' with no KL weight set on Bayesian layer "
+        f"'{layer.name}', so the full KL (weight 1.0) is added to a loss that averages over "
+        "the batch. State the number of training examples once: "
+        "tfbdl.set_kl_weight(model, num_examples=N).",
         UserWarning,
         stacklevel=3,
     )
@@ -181,9 +184,9 @@ class BayesianLayer:
     # ------------------------------------------------------------------ forward pass
 
     def call(self, inputs, training=None):
-        self._report_to_calling_model()
+        model = self._report_to_calling_model()
         if training and not self.kl_weight_is_set:
-            _warn_unset_kl_weight(self)
+            _warn_unset_kl_weight(self, model)
         if inputs.dtype.is_floating:
             # `autocast=False` also stops Keras casting the inputs: under a mixed policy the
             # linear op must still run in the compute dtype (the variational math stays float32).
@@ -219,8 +222,11 @@ class BayesianLayer:
         elif self.use_bias:
             outputs = self.add_bias(outputs, tf.cast(self._deterministic_bias, outputs.dtype))
 
-        weight = tf.where(self.kl_weight < 0.0, 1.0, self.kl_weight)  # unset: the full KL
-        self.add_loss(weight * kl)
+        # The KL of one set of weights counts once per forward pass, however many times the
+        # layer is called in it (weight sharing): only the first call adds it.
+        if not _keras_internals.own_losses(self):
+            weight = tf.where(self.kl_weight < 0.0, 1.0, self.kl_weight)  # unset: the full KL
+            self.add_loss(weight * kl)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -233,10 +239,12 @@ class BayesianLayer:
         return (posterior.loc if sample is None else sample), kl
 
     def _report_to_calling_model(self):
-        """Makes the model calling this layer report its ELBO terms (`tfbdl.elbo`)."""
+        """Makes the model calling this layer report its ELBO terms (`tfbdl.elbo`); returns
+        that model (None when the layer is called on its own)."""
         model = _keras_internals.calling_model()
         if isinstance(model, keras.Model) and elbo.elbo_terms_metric(model) is None:
             elbo.track_elbo(model, bayesian_layers(model))
+        return model
 
     def variational_weights(self):
         """{"kernel": (posterior, prior term)}, plus "bias" when the bias is Bayesian."""

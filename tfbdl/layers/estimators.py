@@ -70,9 +70,10 @@ def local_reparameterization(layer, inputs, kernel, seed):
     Exact for a linear op with independent Gaussian weights; draws no weight sample.
     """
     mean = layer.linear(inputs, tf.cast(kernel.loc, inputs.dtype))
-    variance = layer.linear(tf.square(inputs), tf.cast(tf.square(kernel.scale()), inputs.dtype))
+    # The variance path runs in float32 whatever the compute dtype: x^2 overflows float16
+    # from |x| = 256 on, where the mean path is still finite.
+    variance = layer.linear(tf.square(tf.cast(inputs, tf.float32)), tf.square(kernel.scale()))
     # max(.., tiny) keeps d sqrt / d variance finite where an input row is all zeros.
-    tiny = ml_dtypes.finfo(inputs.dtype.as_numpy_dtype).tiny
-    stddev = tf.sqrt(tf.maximum(variance, tiny))
-    eps = sampling.standard_normal(tf.shape(mean), seed, mean.dtype)
-    return mean + stddev * eps, None
+    stddev = tf.sqrt(tf.maximum(variance, ml_dtypes.finfo("float32").tiny))
+    eps = sampling.standard_normal(tf.shape(mean), seed, tf.float32)
+    return mean + tf.cast(stddev * eps, mean.dtype), None
