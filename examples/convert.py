@@ -11,10 +11,12 @@ training images). Compared on the 10 000 MNIST test images: accuracy, NLL and EC
 sigma 0.01 everywhere) and after; the Bayesian predictions average `--num-samples`
 weight samples.
 
-Hyperparameters (3 epochs of Adam 1e-3 for LeNet-5, 1 fine-tuning epoch at Adam 1e-3,
-informed prior scale 0.1, batch 128) were chosen on a validation split: the last 5000
-training images are held out and never trained on; their scores are in metrics.json as
-`val_*`. The test images are only scored.
+Hyperparameters were chosen on a validation split: the last 5000 training images are
+held out, never trained on, and scored as `val_*` in metrics.json. LeNet-5 (Adam 1e-3,
+batch 128) reached its lowest validation NLL after 4 of 5 epochs (0.092, 0.059, 0.051,
+0.050, 0.053); one fine-tuning epoch (Adam 1e-3) with informed prior scale 0.1 then gave
+validation accuracy 0.9866 / NLL 0.048 / ECE 0.0035 against the deterministic net's
+0.9854 / 0.053 / 0.0045 (seed 0). The test images are only scored.
 
     python examples/convert.py --help
     tensorboard --logdir tensorboard_logs/convert
@@ -33,7 +35,7 @@ VALIDATION = 5000
 
 def parse_args(argv=None):
     parser = common.parser("convert", __doc__)
-    parser.add_argument("--epochs", type=int, default=3, help="deterministic LeNet-5 training epochs")
+    parser.add_argument("--epochs", type=int, default=4, help="deterministic LeNet-5 training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=1, help="Bayesian fine-tuning epochs")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--finetune-learning-rate", type=float, default=1e-3)
