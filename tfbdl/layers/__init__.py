@@ -10,6 +10,12 @@ from tfbdl.layers.conv import (
     Conv3DReparameterization,
 )
 from tfbdl.layers.dense import DenseFlipout, DenseLocalReparameterization, DenseReparameterization
+from tfbdl.layers.grouped import (
+    GroupedDenseFlipout,
+    GroupedDenseLocalReparameterization,
+    GroupedDenseReparameterization,
+    GroupedHierarchical,
+)
 
 __all__ = [
     "BayesianLayer",
@@ -22,4 +28,8 @@ __all__ = [
     "Conv1DFlipout",
     "Conv2DFlipout",
     "Conv3DFlipout",
+    "GroupedDenseFlipout",
+    "GroupedDenseReparameterization",
+    "GroupedDenseLocalReparameterization",
+    "GroupedHierarchical",
 ]
