@@ -7,8 +7,8 @@ in Neural Networks"):
 
     W = mu + sigma * eps,  eps ~ N(0, I),   loss = NLL + KL(q || N(0, s^2)) / N,
 
-N the number of training images, s a fan-in-scaled prior scale (default
-s = sqrt(2 / fan_in), "kaiming"), the KL weight ramped linearly to 1/N over
+N the number of training images, s = `--prior-scale` (default 1; fan-in rules such as
+"kaiming" shrink the weights harder, see mnist_cnn.py), the KL weight ramped linearly to 1/N over
 `--warmup-epochs`. Predictions average `--num-samples` posterior samples. Published
 baselines: VI LeNet-5 (tfp.layers, uncertainty-baselines) 98.5%, NLL 0.048, ECE 0.010.
 
@@ -50,7 +50,7 @@ def build_model(scale, initial_scale, seed):
 
 def parse_args(argv=None):
     parser = common.parser("lenet5", __doc__)
-    mnist_cnn.add_training_arguments(parser, epochs=20, learning_rate=2e-3, scale="kaiming",
+    mnist_cnn.add_training_arguments(parser, epochs=20, learning_rate=2e-3, scale=1.0,
                                      initial_scale=1e-3, warmup_epochs=2)
     return parser.parse_args(argv)
 

@@ -7,16 +7,22 @@ q(w) = N(mu, sigma^2), trained on the per-example negative ELBO
     loss = NLL + KL(q || p) / N,    N = number of training images,
 
 with Flipout (Wen et al. 2018; `--estimator reparameterization` for one weight sample
-per batch, Blundell et al. 2015) and a fan-in-scaled prior p(w) = N(0, s^2), by default
-s = sqrt(2 / fan_in) ("kaiming"; `--prior-scale 1.0` is the fixed N(0, 1) prior). The
-KL weight ramps linearly to 1/N over `--warmup-epochs` (`tfbdl.callbacks.KLAnnealing`).
+per batch, Blundell et al. 2015) and the prior p(w) = N(0, s^2), s = `--prior-scale`
+(a number, or a fan-in rule such as "kaiming", s = sqrt(2 / fan_in)). The KL weight
+ramps linearly to 1/N over `--warmup-epochs` (`tfbdl.callbacks.KLAnnealing`).
 Predictions are the posterior predictive mean over `--num-samples` weight samples.
 
-Hyperparameters: the defaults (prior scale, posterior initial scale, learning rate with
-cosine decay, epochs, warm-up) were chosen on a validation split of 5 000 images carved
-from the 60 000 training images (`--validation-size`), never on the test set; the model
-is then trained on the remaining 55 000 and scored once on the 10 000 test images.
-The validation scores are written to metrics.json beside the test scores.
+Hyperparameters were chosen on a validation split of 5 000 images carved from the
+60 000 training images (`--validation-size`), never on the test set; the model is
+trained on the remaining 55 000 and scored once on the 10 000 test images, and the
+validation scores are written to metrics.json beside the test scores. On validation,
+the fan-in prior "kaiming" (s = 0.28 for conv1 down to 0.05 for conv2) was clearly worse
+than N(0, 1): its mu^2 / (2 s^2) term is a strong weight decay, the KL fell from 6.6 to
+0.5 nats per image while most weights were pruned, and single-sample validation accuracy
+stalled at 97.2% after 6 epochs against 98.7% for N(0, 1). The -1/sigma push of the KL
+on every posterior scale does not depend on s, so a narrower prior only adds shrinkage.
+Adam 2e-3 cosine-decayed to 0 over 11 epochs, posterior initial sigma 1e-3 (sigma grows
+from there as the KL asks) and a 2-epoch warm-up fit the 15-minute budget.
 
 Writes to --output-dir: metrics.json, reliability.png (reliability diagram),
 entropy_histogram.png (predictive entropy of right and wrong test predictions),
@@ -70,7 +76,7 @@ def add_training_arguments(parser, epochs, learning_rate, scale, initial_scale, 
                         help="posterior sigma at initialization")
     parser.add_argument("--warmup-epochs", type=int, default=warmup_epochs,
                         help="epochs of linear KL warm-up to the full 1/N (0: none)")
-    parser.add_argument("--num-samples", type=int, default=50, help="posterior samples for predictions (>= 20)")
+    parser.add_argument("--num-samples", type=int, default=30, help="posterior samples for predictions (>= 20)")
     parser.add_argument("--validation-size", type=int, default=5000,
                         help="training images held out for validation (hyperparameter choice)")
     parser.add_argument("--train-subset", type=int, default=0, help="use only this many training images (0: all)")
@@ -186,7 +192,7 @@ def build_model(estimator, scale, initial_scale, seed):
 def parse_args(argv=None):
     parser = common.parser("mnist_cnn", __doc__)
     parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="flipout")
-    add_training_arguments(parser, epochs=12, learning_rate=2e-3, scale="kaiming", initial_scale=1e-3,
+    add_training_arguments(parser, epochs=11, learning_rate=2e-3, scale=1.0, initial_scale=1e-3,
                            warmup_epochs=2)
     return parser.parse_args(argv)
 

@@ -14,8 +14,8 @@ import sklearn.metrics
 import tfbdl
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--train-subset", "256", "--validation-size", "128", "--test-subset", "200", "--epochs", "1",
-        "--batch-size", "64", "--num-samples", "20", "--verbose", "0"]
+TINY = ["--train-subset", "128", "--validation-size", "64", "--test-subset", "100", "--epochs", "1",
+        "--batch-size", "64", "--num-samples", "5", "--verbose", "0"]
 
 
 def _example(name):
@@ -45,14 +45,14 @@ def _check_outputs(tmp_path, metrics, figures):
 def cnn_run(tmp_path_factory):
     """One tiny mnist_cnn.py run shared by the CNN and OOD tests."""
     tmp_path = tmp_path_factory.mktemp("cnn")
-    metrics = _example("mnist_cnn").main(TINY + _folders(tmp_path))
+    metrics = _example("mnist_cnn").main(TINY + ["--prior-scale", "kaiming"] + _folders(tmp_path))
     return tmp_path, metrics
 
 
 def test_mnist_cnn_writes_metrics_figures_logs_and_a_loadable_model(cnn_run):
     tmp_path, metrics = cnn_run
     _check_outputs(tmp_path, metrics, ["reliability.png", "entropy_histogram.png"])
-    assert metrics["train_examples"] == 256 and metrics["test_examples"] == 200
+    assert metrics["train_examples"] == 128 and metrics["test_examples"] == 100
     model = keras.saving.load_model(tmp_path / "out" / "mnist_cnn.keras")
     assert [type(layer).__name__ for layer in tfbdl.bayesian_layers(model)] == [
         "Conv2DFlipout", "Conv2DFlipout", "DenseFlipout", "DenseFlipout"]
@@ -77,7 +77,7 @@ def _scores_agree_with_sklearn(out, metrics):
 
 def test_ood_scores_fashion_mnist_with_the_saved_cnn_and_auroc_matches_sklearn(cnn_run, tmp_path):
     model_path = cnn_run[0] / "out" / "mnist_cnn.keras"
-    metrics = _example("ood").main(["--model", str(model_path), "--test-subset", "150", "--num-samples", "20",
+    metrics = _example("ood").main(["--model", str(model_path), "--test-subset", "80", "--num-samples", "5",
                                     "--verbose", "0"] + _folders(tmp_path))
     assert metrics["fit_seconds"] == 0.0 and metrics["ood"] == "fashion_mnist"
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
@@ -96,9 +96,9 @@ def test_ood_trains_the_cnn_when_absent_and_reads_a_folder_of_idx_files(tmp_path
     noise = np.random.default_rng(0).integers(0, 256, size=(60, 28, 28))
     _write_idx(folder / "noise-images-idx3-ubyte.gz", noise)
     model_path = tmp_path / "cnn" / "mnist_cnn.keras"
-    cnn_args = " ".join(TINY[:6] + ["--epochs", "1", "--num-samples", "20", "--logdir", str(tmp_path / "cnn_tb")])
+    cnn_args = " ".join(TINY[:-2] + ["--logdir", str(tmp_path / "cnn_tb")])
     metrics = _example("ood").main(["--model", str(model_path), "--cnn-args", cnn_args, "--ood-dir", str(folder),
-                                    "--test-subset", "100", "--num-samples", "20", "--verbose", "0"]
+                                    "--test-subset", "50", "--num-samples", "5", "--verbose", "0"]
                                    + _folders(tmp_path))
     assert model_path.exists() and metrics["fit_seconds"] > 0
     assert metrics["ood_examples"] == 60
