@@ -162,7 +162,9 @@ def balanced_indices(labels, per_class, rng=None):
     labels = np.asarray(labels)
     _check_int(per_class, "per_class", 1, "balanced_indices")
     classes, counts = np.unique(labels, return_counts=True)
-    if counts.min(initial=0) < per_class:
+    if labels.ndim != 1 or not len(labels):
+        raise ValueError(f"balanced_indices: `labels` must be a non-empty 1-D array, got shape {labels.shape}.")
+    if counts.min() < per_class:
         raise ValueError(f"balanced_indices: `per_class`={per_class} exceeds the {counts.min()} examples "
                          f"of class {classes[counts.argmin()]!r}.")
     rng = np.random.default_rng(rng)
