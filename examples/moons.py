@@ -10,13 +10,15 @@ data draws (each seed draws new moons and a new split) and reports the mean and 
 spread (standard deviation over seeds) as `<metric>_mean` / `<metric>_std`.
 
 Hyperparameters: the defaults (Adam 0.01, 300 epochs, batch 50, N(0, 1) priors) are the
-demo's; the study network's settings in the README were compared on data draws with
-seeds 100-104 (fresh moons, independent of the reported seeds 0-4), never on a reported
-test set. The `validation` curves in TensorBoard are the test points', shown for
-monitoring only.
+demo's. For the study's network they were compared on data draws with seeds 100-104
+(fresh moons, independent of the reported seeds 0-4), never on a reported test set:
+`--hidden 5` with the defaults reached 0.935 +- 0.041 accuracy / 0.159 NLL there (two
+draws stuck at 0.87-0.91), `--hidden 5 --batch-size 0 --epochs 3000` (full batch,
+3000 Adam steps) 0.974 +- 0.009 / 0.079, so the latter is the study setting. The
+`validation` curves in TensorBoard are the test points', shown for monitoring only.
 
     python examples/moons.py --help
-    python examples/moons.py --hidden 5 --seeds 0,1,2,3,4
+    python examples/moons.py --hidden 5 --batch-size 0 --epochs 3000 --seeds 0,1,2,3,4
     tensorboard --logdir tensorboard_logs/moons
 """
 
