@@ -69,6 +69,7 @@ def test_posterior_mean_output_is_each_groups_plain_dense():
 @pytest.mark.parametrize("layer_class", [GroupedDenseFlipout, GroupedDenseReparameterization])
 def test_gradients_reach_population_tau_and_every_group(layer_class):
     model, layer = _model(layer_class)
+    _perturb(layer)  # groups away from the population, so the KL pulls on every one
     x, group = _data()
     present = group != 2
     with tf.GradientTape(persistent=True) as tape:
