@@ -298,8 +298,8 @@ def summarize(args, runs, taus):
         values = np.array([run[key] for run in runs], dtype=float)
         total = key.startswith("fit_seconds")
         metrics[key] = round(float(values.sum()), 1) if total else float(values.mean())
-        if not total:
-            metrics[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        if not total and len(values) > 1:
+            metrics[f"{key}_std"] = float(values.std(ddof=1))
             metrics.update({f"{key}_seed{seed}": float(v) for seed, v in zip(args.seeds, values)})
     for name in taus[0]:
         metrics[f"tau_{name}"] = float(np.mean([run[name] for run in taus]))
