@@ -9,9 +9,9 @@ interrupted run never leaves a half-written file where a previous result was.
 import argparse
 import json
 import math
-import os
 import pathlib
-import tempfile
+
+from tfbdl.saving import atomic_path
 
 
 def parser(name, doc):
@@ -23,26 +23,6 @@ def parser(name, doc):
     result.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     return result
-
-
-def atomic_path(path, write):
-    """Calls `write(temporary_path)`, then renames the temporary file onto `path`.
-
-    The temporary file sits in the same folder (a rename there is atomic) and keeps the
-    suffix, so writers that infer the format from it (matplotlib) still work. On failure
-    the temporary file is removed and `path` is left as it was.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
 
 
 def write_metrics(output_dir, metrics):

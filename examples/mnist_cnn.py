@@ -202,7 +202,7 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     model = build_model(args.estimator, args.prior_scale, args.initial_scale, args.seed)
     metrics = run(model, args, calibration_figures)[0]
-    path = common.atomic_path(pathlib.Path(args.output_dir) / MODEL_FILE, model.save)
+    path = tfbdl.save_model(model, pathlib.Path(args.output_dir) / MODEL_FILE)
     print(f"model: {path}   figures and metrics.json: {args.output_dir}   TensorBoard: {args.logdir}")
     return metrics
 

@@ -8,10 +8,13 @@ import keras
 import numpy as np
 import pytest
 
+import tensorflow_probability as tfp
+
 import tfbdl
 from training_support import gaussian_kl_from_variables
 
 L = tfbdl.layers
+tfd = tfp.distributions
 
 
 def test_a_layer_called_twice_counts_its_kl_once():
@@ -36,3 +39,64 @@ def test_local_reparameterization_under_float16_stays_finite_for_large_inputs():
     # The sampled pre-activations spread as N(x mu, x^2 sigma^2) says: sigma = 0.01 here.
     spread = np.std(keras.ops.convert_to_numpy(outputs) - keras.ops.convert_to_numpy(x @ layer.kernel.numpy()))
     assert 0.5 * 300 * 0.01 * 4 < spread < 2.0 * 300 * 0.01 * 4  # sqrt(16) inputs of 300 x 0.01
+
+
+@pytest.mark.parametrize("make, argument", [
+    (lambda: tfbdl.set_kl_weight(keras.Sequential([keras.Input((2,)), L.DenseFlipout(1)]), num_examples="1000"),
+     "num_examples"),
+    (lambda: tfbdl.set_kl_weight(keras.Sequential([keras.Input((2,)), L.DenseFlipout(1)]), weight="0.1"), "weight"),
+    (lambda: tfbdl.priors.HalfNormalHierarchical(per_unit="False"), "per_unit"),
+    (lambda: tfbdl.priors.HalfNormalHierarchical(scale="1.0"), "scale"),
+    (lambda: tfbdl.priors.SpikeAndSlab(pi="0.5"), "pi"),
+    (lambda: tfbdl.priors.SpikeAndSlab(spike_scale=1e-50), "spike_scale"),
+    (lambda: tfbdl.posteriors.MeanFieldNormal(1e-50), "initial_scale"),
+    (lambda: tfbdl.posteriors.MeanFieldNormal("0.1"), "initial_scale"),
+    (lambda: tfbdl.priors.Gaussian(scale=1e-30), "scale"),
+    (lambda: L.DenseFlipout(2, dtype="float64"), "dtype"),
+    (lambda: L.DenseFlipout(2, prior=tfd.Normal(0.0, -1.0)), "Normal"),
+])
+def test_bad_arguments_get_a_value_error_naming_them(make, argument):
+    with pytest.raises(ValueError, match=argument):
+        make()
+
+
+def test_an_unsavable_prior_warns_when_made_and_a_failed_save_keeps_the_old_file(tmp_path):
+    path = tmp_path / "m.keras"
+    good = keras.Sequential([keras.Input((2,)), L.DenseFlipout(1)])
+    tfbdl.save_model(good, path)
+    saved = path.read_bytes()
+    with pytest.warns(UserWarning, match="cannot be saved.*register_keras_serializable"):
+        bad = keras.Sequential([keras.Input((2,)),
+                                L.DenseFlipout(1, prior=lambda shape, dtype: tfd.Normal(np.zeros(shape, "float32"), 2.0))])
+    with pytest.raises(ValueError, match="cannot save this prior"):
+        tfbdl.save_model(bad, path)
+    assert path.read_bytes() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]  # no temporary left behind
+    keras.saving.load_model(path)
+    # Keras' own model.save fails with the same clear message (after opening its target:
+    # that is why tfbdl.save_model exists).
+    with pytest.raises(ValueError, match="cannot save this prior"):
+        bad.save(tmp_path / "other.keras")
+
+
+def test_save_model_replaces_the_file_only_when_the_write_succeeded(tmp_path, monkeypatch):
+    path = tmp_path / "m.keras"
+    model = keras.Sequential([keras.Input((2,)), L.DenseFlipout(1)])
+    tfbdl.save_model(model, path)
+    saved = path.read_bytes()
+
+    def disk_full(self, filepath, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        tfbdl.save_model(model, path)
+    assert path.read_bytes() == saved and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_saved_tfp_prior_keeps_validate_args(tmp_path):
+    layer = L.DenseFlipout(2, prior=tfd.Laplace(0.0, 0.5, validate_args=True))
+    restored = L.DenseFlipout.from_config(layer.get_config())
+    assert restored.prior.distribution.validate_args

@@ -26,6 +26,8 @@ from tfbdl.model_tools import bayesian_layers, learned_tau, posterior_mean, set_
 from tfbdl import convert, metrics, plots, prediction, pruning  # noqa: E402
 from tfbdl.prediction import PredictiveResult, predict  # noqa: E402
 from tfbdl.pruning import prune  # noqa: E402
+from tfbdl import saving  # noqa: E402
+from tfbdl.saving import save_model  # noqa: E402
 from tfbdl import callbacks, elbo, runtime  # noqa: E402
 from tfbdl import sampling  # noqa: E402
 from tfbdl import active  # noqa: E402
@@ -35,4 +37,5 @@ __version__ = "0.1.0"
 
 __all__ = ["data", "layers", "priors", "posteriors", "bayesian_layers", "learned_tau", "posterior_mean", "set_kl_weight",
            "metrics", "prediction", "predict", "PredictiveResult", "convert", "pruning", "prune", "plots",
-           "callbacks", "elbo", "runtime", "kl_loss", "sampling", "active"]
+           "callbacks", "elbo", "runtime", "kl_loss", "sampling", "active",
+           "saving", "save_model"]

@@ -5,7 +5,7 @@ import contextlib
 
 from keras import ops
 
-from tfbdl import elbo
+from tfbdl import _validation, elbo
 from tfbdl.layers.base import bayesian_layers
 
 __all__ = ["bayesian_layers", "kl_loss", "layer_kl_losses", "learned_tau", "posterior_mean", "set_kl_weight"]
@@ -38,14 +38,14 @@ def set_kl_weight(model, num_examples=None, weight=None):
             f"num_examples={num_examples!r}, weight={weight!r}."
         )
     if num_examples is not None:
-        if isinstance(num_examples, bool) or not float(num_examples).is_integer() or num_examples <= 0:
+        if not _validation.is_number(num_examples) or not float(num_examples).is_integer() or num_examples <= 0:
             raise ValueError(
                 "set_kl_weight: `num_examples` must be a positive integer (the number of "
                 f"training examples), got num_examples={num_examples!r}."
             )
         weight = 1.0 / float(num_examples)
-    elif not (float(weight) >= 0.0 and float(weight) < float("inf")):
-        raise ValueError(f"set_kl_weight: `weight` must be finite and >= 0, got weight={weight!r}.")
+    else:
+        weight = _validation.positive_number(weight, "weight", "set_kl_weight", minimum=0.0)
     layers = _require_bayesian_layers(model)
     for layer in layers:
         layer.set_kl_weight(weight)

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfbdl import sampling
+from tfbdl import _validation, sampling
 
 tfd = tfp.distributions
 
@@ -129,12 +129,7 @@ class MeanFieldNormal(Posterior):
     """
 
     def __init__(self, initial_scale=0.01, loc_initializer=None):
-        if not np.isscalar(initial_scale) or not initial_scale > 0:
-            raise ValueError(
-                "MeanFieldNormal: `initial_scale` must be a positive number, "
-                f"got initial_scale={initial_scale!r}."
-            )
-        self.initial_scale = float(initial_scale)
+        self.initial_scale = _validation.positive_number(initial_scale, "initial_scale", "MeanFieldNormal")
         self.loc_initializer = (
             None if loc_initializer is None else keras.initializers.get(loc_initializer)
         )

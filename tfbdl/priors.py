@@ -16,13 +16,16 @@ accepted too (`DistributionPrior`).
 """
 
 import base64
+import json
 import math
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfbdl import _validation
 from tfbdl.posteriors import _softplus_inverse
 
 tfd = tfp.distributions
@@ -39,15 +42,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _positive_array(value, argument, owner):
-    array = np.asarray(value, dtype=np.float32)
-    if array.size == 0 or not np.all(np.isfinite(array)) or not np.all(array > 0):
-        raise ValueError(
-            f"{owner}: `{argument}` must be positive and finite, got {argument}={value!r}."
-        )
-    return array
 
 
 def _check_broadcast(part_shape, weight_shape, argument, owner):
@@ -253,7 +247,7 @@ class Gaussian(Prior):
 
     def __init__(self, scale=1.0, loc=0.0):
         self.scale_rule = _scale_rule(scale, type(self).__name__)
-        self.scale = self.scale_rule or _positive_array(scale, "scale", type(self).__name__)
+        self.scale = self.scale_rule or _validation.positive_array(scale, "scale", type(self).__name__)
         self.loc = np.asarray(loc, dtype=np.float32)
         if not np.all(np.isfinite(self.loc)):
             raise ValueError(f"Gaussian: `loc` must be finite, got loc={loc!r}.")
@@ -292,7 +286,7 @@ class Informed(Prior):
         self.loc = _decode_array(loc)
         if not np.all(np.isfinite(self.loc)):
             raise ValueError("Informed: `loc` must be finite, got non-finite values.")
-        self.scale = _positive_array(_decode_array(scale), "scale", "Informed")
+        self.scale = _validation.positive_array(_decode_array(scale), "scale", "Informed")
 
     def check_shape(self, shape, argument):
         _check_broadcast(self.loc.shape, shape, argument, "Informed `loc`")
@@ -377,15 +371,8 @@ class HalfNormalHierarchical(Prior):
 
     def __init__(self, scale=1.0, per_unit=False):
         self.scale_rule = _scale_rule(scale, "HalfNormalHierarchical")
-        if not self.scale_rule and (
-            not np.isscalar(scale) or not np.isfinite(scale) or not scale > 0
-        ):
-            raise ValueError(
-                "HalfNormalHierarchical: `scale` must be a positive number or one of "
-                f"{FAN_SCALES}, got scale={scale!r}."
-            )
-        self.scale = self.scale_rule or float(scale)
-        self.per_unit = bool(per_unit)
+        self.scale = self.scale_rule or _validation.positive_number(scale, "scale", "HalfNormalHierarchical")
+        self.per_unit = _validation.boolean(per_unit, "per_unit", "HalfNormalHierarchical")
 
     def bind(self, layer, name, shape):
         tau_shape = (shape[-1],) if self.per_unit else ()
@@ -428,17 +415,11 @@ class SpikeAndSlab(Prior):
     """
 
     def __init__(self, pi=0.5, slab_scale=1.0, spike_scale=1e-3):
-        if not np.isscalar(pi) or not 0.0 < pi < 1.0:
-            raise ValueError(f"SpikeAndSlab: `pi` must lie in (0, 1), got pi={pi!r}.")
-        for argument, value in (("slab_scale", slab_scale), ("spike_scale", spike_scale)):
-            if not np.isscalar(value) or not np.isfinite(value) or not value > 0:
-                raise ValueError(
-                    f"SpikeAndSlab: `{argument}` must be a positive number, "
-                    f"got {argument}={value!r}."
-                )
+        if not _validation.is_number(pi) or not 0.0 < pi < 1.0:
+            raise ValueError(f"SpikeAndSlab: `pi` must be a number in (0, 1), got pi={pi!r}.")
         self.pi = float(pi)
-        self.slab_scale = float(slab_scale)
-        self.spike_scale = float(spike_scale)
+        self.slab_scale = _validation.positive_number(slab_scale, "slab_scale", "SpikeAndSlab")
+        self.spike_scale = _validation.positive_number(spike_scale, "spike_scale", "SpikeAndSlab")
 
     def distribution(self):
         """The mixture as a `tfd.MixtureSameFamily` with scalar batch and event shape."""
@@ -463,13 +444,17 @@ class SpikeAndSlab(Prior):
 def _distribution_to_config(distribution):
     """A JSON-able description of a TFP distribution built from its constructor parameters."""
     parameters = {}
+    defaults = {"validate_args": False, "allow_nan_stats": True}  # written only when not default
     for key, value in distribution.parameters.items():
-        if key in ("name", "validate_args", "allow_nan_stats") or value is None:
+        if key == "name" or value is None or (key in defaults and value == defaults[key]):
             continue
         if isinstance(value, tfd.Distribution):
             value = _distribution_to_config(value)
         elif tf.is_tensor(value) or isinstance(value, (np.ndarray, list, tuple)):
             value = {"array": np.asarray(value).tolist()}
+        elif not isinstance(value, (bool, int, float, str)):
+            raise TypeError(f"parameter {key}={value!r} of {type(distribution).__name__} is not a number, "
+                            "an array or a distribution")
         parameters[key] = value
     return {"class_name": type(distribution).__name__, "parameters": parameters}
 
@@ -485,6 +470,22 @@ def _distribution_from_config(config):
     return getattr(tfd, config["class_name"])(**parameters)
 
 
+_SAVABLE_PRIORS = (
+    "To save the model, write the prior as a named function decorated with "
+    "@keras.saving.register_keras_serializable(), or as a tfbdl.priors.Prior subclass"
+)
+
+
+def _check_parameters(distribution):
+    """Raises a ValueError naming the distribution when its parameters are invalid (e.g. a
+    negative scale), which would otherwise give a NaN KL."""
+    try:
+        distribution.copy(validate_args=True)
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+        message = getattr(error, "message", str(error)).splitlines()[0]
+        raise ValueError(f"DistributionPrior: invalid parameters of {distribution!r}: {message}") from None
+
+
 @keras.saving.register_keras_serializable(package="tfbdl")
 class DistributionPrior(Prior):
     """Any `tfp.distributions.Distribution`, or a callable `(shape, dtype) -> Distribution`.
@@ -496,7 +497,14 @@ class DistributionPrior(Prior):
 
     Example:
         >>> tfbdl.layers.DenseFlipout(10, prior=tfd.Laplace(0.0, 0.3))
-        >>> tfbdl.layers.DenseFlipout(10, prior=lambda shape, dtype: tfd.Normal(tf.zeros(shape, dtype), 2.0))
+        >>> @keras.saving.register_keras_serializable()  # so a model using it saves and loads
+        ... def wide_normal(shape, dtype):
+        ...     return tfd.Normal(tf.zeros(shape, dtype), 2.0)
+        >>> tfbdl.layers.DenseFlipout(10, prior=wide_normal)
+
+    A prior that could not be loaded back (a lambda, a `functools.partial`, a distribution
+    with a bijector) warns when it is made and refuses `get_config`, so `model.save` fails
+    before it writes anything.
     """
 
     def __init__(self, distribution):
@@ -507,6 +515,25 @@ class DistributionPrior(Prior):
             )
         self.distribution = distribution
         self._made = {}  # weight shape -> the distribution the callable returned for it
+        if isinstance(distribution, tfd.Distribution):
+            _check_parameters(distribution)
+        self.unsavable_reason = self._unsavable_reason()
+        if self.unsavable_reason:
+            warnings.warn(f"DistributionPrior: a model with this prior cannot be saved: "
+                          f"{self.unsavable_reason}. {_SAVABLE_PRIORS}", UserWarning, stacklevel=3)
+
+    def _unsavable_reason(self):
+        """Why this prior's config would not load back, or None when it would."""
+        if getattr(self.distribution, "__name__", None) == "<lambda>":
+            return "it is a lambda, which Keras cannot load back (it loses the names it uses)"
+        try:
+            if isinstance(self.distribution, tfd.Distribution):
+                _distribution_from_config(json.loads(json.dumps(_distribution_to_config(self.distribution))))
+            else:
+                keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(self.distribution))
+        except Exception as error:  # any failure of the round trip means: not savable
+            return f"{type(error).__name__}: {error}"
+        return None
 
     def _make(self, shape):
         if isinstance(self.distribution, tfd.Distribution):
@@ -518,6 +545,7 @@ class DistributionPrior(Prior):
                 raise ValueError(
                     f"DistributionPrior: the callable must return a tfp Distribution, got {made!r}."
                 )
+            _check_parameters(made)
             self._made[shape] = made
         return self._made[shape]
 
@@ -537,6 +565,8 @@ class DistributionPrior(Prior):
         return ClosedFormKL(lambda: prior)
 
     def get_config(self):
+        if self.unsavable_reason:
+            raise ValueError(f"DistributionPrior: cannot save this prior: {self.unsavable_reason}. {_SAVABLE_PRIORS}")
         if isinstance(self.distribution, tfd.Distribution):
             return {"distribution": _distribution_to_config(self.distribution)}
         return {"distribution": keras.saving.serialize_keras_object(self.distribution)}

@@ -81,6 +81,12 @@ class BayesianLayer:
         # the estimators cast what they feed the linear op to the compute dtype themselves.
         kwargs.setdefault("autocast", False)
         super().__init__(*args, **kwargs)
+        if self.dtype_policy.variable_dtype != "float32":
+            raise ValueError(
+                f"{type(self).__name__}: variational parameters and the KL are float32, so "
+                "`dtype` must be a policy with float32 variables ('float32', 'mixed_float16', "
+                f"'mixed_bfloat16'), got dtype={kwargs.get('dtype')!r}."
+            )
         if getattr(self, "lora_rank", None):
             raise ValueError(
                 f"{type(self).__name__}: `lora_rank` is not supported by Bayesian layers, "
