@@ -75,12 +75,13 @@ def build_model(hidden, estimator, seed):
     )
 
 
-def callbacks(logdir, x_test, y_test):
-    """Keras' TensorBoard logs, tfbdl's posterior monitor (with the std surface), NaN guard."""
+def callbacks(logdir, x_test, y_test, epochs):
+    """Keras' TensorBoard logs, tfbdl's posterior monitor (posterior histograms and the std
+    surface, at most ~100 and ~20 times a run, so long full-batch fits stay fast), NaN guard."""
     return [
         keras.callbacks.TensorBoard(logdir),
         tfbdl.callbacks.PosteriorMonitor(
-            logdir, histogram_freq=10, image_freq=25,
+            logdir, histogram_freq=max(10, epochs // 100), image_freq=max(25, epochs // 20),
             image_fn=lambda m: tfbdl.plots.uncertainty_surface(
                 m, x_test, y_test, quantity="std", num_samples=30, grid_size=40),
         ),
@@ -99,7 +100,7 @@ def run(args, seed, output_dir, logdir):
     batch_size = args.batch_size or len(x_train)
     start = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=batch_size, verbose=args.verbose,
-                        validation_data=(x_test, y_test), callbacks=callbacks(logdir, x_test, y_test))
+                        validation_data=(x_test, y_test), callbacks=callbacks(logdir, x_test, y_test, args.epochs))
     seconds = time.perf_counter() - start
 
     # Posterior predictive from 100 weight samples (Monte Carlo model averaging) and its scores.

@@ -186,3 +186,88 @@ def test_bad_input_names_the_argument():
     multilabel = _classifier(activation="sigmoid")
     with pytest.raises(ValueError, match="do not sum to 1"):
         tfbdl.predict(multilabel, X, num_samples=2, progress=False)
+
+
+# ---------------------------------------------------------------------- reliability
+
+
+def test_probabilities_are_checked_in_every_batch_not_only_the_first():
+    identity = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    x = np.array([[0.5, 0.5], [0.25, 0.75], [0.9, 0.9], [0.5, 0.5]], "float32")
+    with pytest.raises(ValueError, match="do not sum to 1.*at row 2 of `x`"):
+        tfbdl.predict(identity, x, output="probabilities", batch_size=2, progress=False)
+
+
+def test_non_finite_inputs_and_predictions_name_the_rows():
+    model = _classifier()
+    x = X.copy()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"`x` has NaN or infinite values in 1 example\(s\) \(rows \[3\]"):
+        tfbdl.predict(model, x, num_samples=2, progress=False)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(2)  # no up-front check: the outputs are
+    with pytest.raises(ValueError, match=r"predictions are NaN or infinite.*rows \[3\]"):
+        tfbdl.predict(model, dataset, num_samples=2, progress=False)
+
+
+def test_an_infinite_dataset_needs_steps():
+    model = _classifier()
+    dataset = tf.data.Dataset.from_tensor_slices(X).batch(10).repeat()
+    with pytest.raises(ValueError, match="infinite tf.data.Dataset.*steps="):
+        tfbdl.predict(model, dataset, num_samples=2, progress=False)
+    result = tfbdl.predict(model, dataset, num_samples=2, steps=9, progress=False)
+    assert result.mean.shape == (90, 3)
+    with pytest.raises(ValueError, match="`steps`"):
+        tfbdl.predict(model, dataset, steps=0)
+    assert tfbdl.predict(model, X, num_samples=2, batch_size=20, steps=2, progress=False).mean.shape == (40, 3)
+
+
+def test_a_two_input_model_takes_a_list_a_dict_or_a_dataset():
+    first, second = keras.Input((2,), name="first"), keras.Input((3,), name="second")
+    joined = keras.layers.Concatenate()([first, second])
+    outputs = DenseFlipout(4, activation="softmax", seed=0)(joined)
+    model = keras.Model([first, second], outputs)
+    x1, x2 = X[:20], np.random.default_rng(1).normal(size=(20, 3)).astype("float32")
+    expected = tfbdl.predict(model, [x1, x2], num_samples=0, batch_size=8, progress=False).mean
+    with tfbdl.posterior_mean(model):
+        np.testing.assert_allclose(expected, model([x1, x2]).numpy(), rtol=1e-5, atol=1e-6)
+    by_name = tfbdl.predict(model, {"second": x2, "first": x1}, num_samples=0, progress=False)
+    np.testing.assert_allclose(by_name.mean, expected, rtol=1e-6)
+    dataset = tf.data.Dataset.from_tensor_slices(((x1, x2),)).batch(8)
+    np.testing.assert_allclose(
+        tfbdl.predict(model, dataset, num_samples=0, progress=False).mean, expected, rtol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"`x\[1\]` has shape \(20, 2\)"):
+        tfbdl.predict(model, [x1, x1], progress=False)
+    with pytest.raises(ValueError, match="same number of examples"):
+        tfbdl.predict(model, [x1, x2[:5]], progress=False)
+    with pytest.raises(ValueError, match="inputs named"):
+        tfbdl.predict(model, {"first": x1, "other": x2}, progress=False)
+
+
+def test_a_linear_output_compiled_with_from_logits_is_read_as_logits():
+    model = _classifier(activation=None)
+    with pytest.raises(ValueError, match="pass output='logits'"):
+        predict_module.detect_output(model)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert predict_module.detect_output(model) == "logits"
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy())
+    with pytest.raises(ValueError, match="pass output='logits'"):
+        predict_module.detect_output(model)
+
+
+@pytest.fixture
+def bfloat16_policy():
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_bfloat16_softmax_outputs_are_accepted_within_their_rounding(bfloat16_policy):
+    model = keras.Sequential([keras.Input((2,)), DenseFlipout(10, seed=0), keras.layers.Softmax()])
+    x = np.random.default_rng(0).normal(scale=3.0, size=(200, 2)).astype("float32")
+    sums = keras.ops.convert_to_numpy(keras.ops.cast(model(x), "float32")).sum(axis=-1)
+    assert np.abs(sums - 1.0).max() > 1e-3  # the float32 tolerance would refuse these rows
+    result = tfbdl.predict(model, x, num_samples=3, progress=False)
+    assert result.mean.shape == (200, 10)

@@ -43,3 +43,14 @@ def boolean(value, argument, owner):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{owner}: `{argument}` must be True or False, got {argument}={value!r}.")
     return bool(value)
+
+
+# |sum_c p_c - 1| allowed for class probabilities computed in each dtype: a few units of
+# the dtype's rounding error (float16: eps = 2^-10, bfloat16: eps = 2^-7) over a softmax.
+_PROBABILITY_SUM_TOLERANCE = {"float16": 1e-2, "bfloat16": 2e-2}
+
+
+def probability_sum_tolerance(dtype):
+    """How far rows of probabilities computed in `dtype` may sum from 1 (1e-3 for float32)."""
+    name = getattr(dtype, "name", None) or str(dtype)
+    return _PROBABILITY_SUM_TOLERANCE.get(name, 1e-3)

@@ -30,12 +30,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfbdl import _keras_internals
+from tfbdl._validation import probability_sum_tolerance
 from tfbdl.model_tools import bayesian_layers, posterior_mean
 
 __all__ = ["predict", "PredictiveResult", "OUTPUTS"]
 
 OUTPUTS = ("probabilities", "logits", "regression")
-_SUM_TOLERANCE = 1e-3  # |sum_c p_c - 1| allowed for float32 probability outputs
 
 # model -> {key: traced step}. The steps hold only a weak reference to their model.
 _STEPS = weakref.WeakKeyDictionary()
@@ -179,14 +179,25 @@ def _final_layer(model):
     return _final_layer(layer) if isinstance(layer, keras.Model) else layer
 
 
+def _compiled_from_logits(model):
+    """True if the model was compiled with a single loss that takes logits (`from_logits=True`)."""
+    loss = getattr(model, "loss", None)
+    if not isinstance(loss, keras.losses.Loss):
+        return False
+    return bool(loss.get_config().get("from_logits", False))
+
+
 def detect_output(model):
-    """ "probabilities" for a final softmax/sigmoid, else a ValueError asking for `output=`."""
+    """ "probabilities" for a final softmax/sigmoid, "logits" for a final linear layer of a
+    model compiled with a `from_logits=True` loss, else a ValueError asking for `output=`."""
     layer = _final_layer(model)
     if isinstance(layer, keras.layers.Softmax):
         return "probabilities"
     activation = getattr(layer, "activation", None)
     if activation in (keras.activations.softmax, keras.activations.sigmoid):
         return "probabilities"
+    if activation in (None, keras.activations.linear) and _compiled_from_logits(model):
+        return "logits"
     raise ValueError(
         f"predict: cannot tell from model {model.name!r}'s final layer "
         f"{getattr(layer, 'name', None)!r} (activation "
@@ -202,42 +213,111 @@ def _check_int(value, argument, minimum):
         )
 
 
-def _check_x_shape(model, shape):
-    """ValueError if an input of `shape` (batch first) cannot feed the model's single input."""
+def _declared_inputs(model):
+    """The model's symbolic inputs, or None for a subclassed model that declares none."""
     try:
-        inputs = model.inputs
+        return list(model.inputs) or None
     except (AttributeError, ValueError):
-        return  # a subclassed model without a declared input
-    if not inputs or len(inputs) != 1:
+        return None
+
+
+def _check_x_shapes(model, shapes):
+    """ValueError unless the input shapes (batch first, one per model input) fit the model's."""
+    inputs = _declared_inputs(model)
+    if inputs is None:
         return
-    expected = tuple(inputs[0].shape[1:])
-    got = tuple(shape[1:])
-    if len(got) != len(expected) or any(
-        e is not None and g is not None and e != g for e, g in zip(expected, got)
-    ):
+    if len(shapes) != len(inputs):
         raise ValueError(
-            f"predict: `x` has shape {tuple(shape)}, but model {model.name!r} expects inputs "
-            f"of shape (batch,) + {expected}."
+            f"predict: model {model.name!r} has {len(inputs)} inputs, but `x` holds "
+            f"{len(shapes)}; pass a list with one array per input, in the model's input order."
+        )
+    for position, (tensor, shape) in enumerate(zip(inputs, shapes)):
+        expected, got = tuple(tensor.shape[1:]), tuple(shape[1:])
+        if len(got) != len(expected) or any(
+            e is not None and g is not None and e != g for e, g in zip(expected, got)
+        ):
+            where = "`x`" if len(inputs) == 1 else f"`x[{position}]`"
+            raise ValueError(
+                f"predict: {where} has shape {tuple(shape)}, but model {model.name!r} expects "
+                f"inputs of shape (batch,) + {expected}."
+            )
+
+
+def _input_arrays(model, x):
+    """`x` as a list of NumPy arrays, one per model input (a dict is matched by input name)."""
+    inputs = _declared_inputs(model) or []
+    if isinstance(x, dict):
+        names = [tensor.name for tensor in inputs]
+        if sorted(x) != sorted(names):
+            raise ValueError(
+                f"predict: `x` is a dict with keys {sorted(x)}, but model {model.name!r} has "
+                f"inputs named {names}."
+            )
+        x = [x[name] for name in names]
+    parts = list(x) if len(inputs) > 1 and isinstance(x, (list, tuple)) else [x]
+    arrays = [np.asarray(part) for part in parts]
+    if any(array.ndim == 0 or len(array) == 0 for array in arrays):
+        raise ValueError(
+            f"predict: `x` must be a non-empty batch of inputs, got shape(s) "
+            f"{[array.shape for array in arrays]}."
+        )
+    if len({len(array) for array in arrays}) > 1:
+        raise ValueError(
+            "predict: the arrays in `x` must hold the same number of examples, got "
+            f"{[len(array) for array in arrays]}."
+        )
+    _check_x_shapes(model, [array.shape for array in arrays])
+    arrays = [
+        array.astype(np.float32, copy=False) if np.issubdtype(array.dtype, np.floating) else array
+        for array in arrays
+    ]
+    for array in arrays:
+        if np.issubdtype(array.dtype, np.floating):
+            _check_finite_rows(array, "`x` has NaN or infinite values", 0)
+    return arrays
+
+
+def _check_finite_rows(values, problem, offset):
+    """ValueError naming the rows of `values` (offset into `x`) that hold a NaN or inf."""
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"predict: {problem} in {bad.size} example(s) (rows {(offset + bad[:5]).tolist()}"
+            f"{', ...' if bad.size > 5 else ''} of `x`); their predictions would be NaN. "
+            "Remove or impute those inputs (or check the model's weights for divergence)."
         )
 
 
-def _batches(model, x, batch_size):
+def _dataset_batches(model, x, steps):
+    """(iterator over the input batches of a dataset, number of batches or None)."""
+    if steps is not None:
+        x = x.take(steps)
+    elif x.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "predict: `x` is an infinite tf.data.Dataset (it repeats forever); pass "
+            "steps=<number of batches>, or drop the .repeat()."
+        )
+    spec = keras.utils.unpack_x_y_sample_weight(x.element_spec)[0]
+    specs = spec if isinstance(spec, (list, tuple)) else [spec]
+    if all(isinstance(item, tf.TensorSpec) for item in specs):
+        _check_x_shapes(model, [item.shape for item in specs])
+    cardinality = int(x.cardinality())
+    batches = (keras.utils.unpack_x_y_sample_weight(element)[0] for element in x)
+    return batches, (cardinality if cardinality >= 0 else None)
+
+
+def _batches(model, x, batch_size, steps):
     """(iterator over input batches, number of batches or None), after checking `x`."""
     if isinstance(x, tf.data.Dataset):
-        spec = keras.utils.unpack_x_y_sample_weight(x.element_spec)[0]
-        if isinstance(spec, tf.TensorSpec):
-            _check_x_shape(model, spec.shape)
-        cardinality = int(x.cardinality())
-        batches = (keras.utils.unpack_x_y_sample_weight(element)[0] for element in x)
-        return batches, (cardinality if cardinality >= 0 else None)
-    x = np.asarray(x)
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError(f"predict: `x` must be a non-empty batch of inputs, got shape {x.shape}.")
-    _check_x_shape(model, x.shape)
-    if np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32, copy=False)
-    starts = range(0, len(x), batch_size)
-    return (tf.convert_to_tensor(x[start : start + batch_size]) for start in starts), len(starts)
+        return _dataset_batches(model, x, steps)
+    arrays = _input_arrays(model, x)
+    starts = range(0, len(arrays[0]), batch_size)[:steps]
+
+    def batch(start):
+        tensors = [tf.convert_to_tensor(array[start : start + batch_size]) for array in arrays]
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    return (batch(start) for start in starts), len(starts)
 
 
 # ---------------------------------------------------------------------- predict
@@ -252,21 +332,30 @@ def predict(
     return_samples=False,
     progress=True,
     jit_compile=False,
+    steps=None,
 ):
     """Posterior predictive summary of `model` on `x` from `num_samples` stochastic passes.
 
     Args:
         model: a Keras model (usually with tfbdl layers) with one output.
-        x: a NumPy array (streamed in batches of `batch_size`) or a batched `tf.data.Dataset`
-            of inputs or of (inputs, labels, ...) tuples.
+        x: a NumPy array (streamed in batches of `batch_size`; a list of arrays, or a dict
+            keyed by input name, for a model with several inputs) or a batched
+            `tf.data.Dataset` of inputs or of (inputs, labels, ...) tuples. Inputs with NaN
+            or inf, and predictions that come out NaN or inf, raise a ValueError naming
+            the rows.
         num_samples: S >= 1 forward passes, each with fresh weights; 0 means one pass with
             the posterior-mean weights (std and mutual information are then 0).
         output: "probabilities" (softmax or sigmoid outputs), "logits", or "regression";
-            "auto" detects probabilities from a final softmax/sigmoid activation.
+            "auto" detects probabilities from a final softmax/sigmoid activation, and
+            logits from a final linear layer of a model compiled with a
+            `from_logits=True` loss. Probabilities must sum to 1 in every batch, within
+            the rounding of the output's dtype (`tfbdl._validation.probability_sum_tolerance`).
         return_samples: also return all predictions as `samples`, shape (S, N, ...);
             otherwise memory is O(N) (running sums per batch, never S x N x C).
         progress: show a `keras.utils.Progbar` over batches.
         jit_compile: XLA-compile the per-batch sampling loop.
+        steps: use only this many batches of `x` (as in `keras.Model.predict`); needed
+            for an infinite (repeated) dataset, which is refused without it.
 
     Returns:
         A `PredictiveResult` (see its docstring and the module docstring for the math).
@@ -278,13 +367,15 @@ def predict(
     stochastic_layers = bayesian_layers(model)  # also checks that `model` is a Keras model
     _check_int(num_samples, "num_samples", 0)
     _check_int(batch_size, "batch_size", 1)
+    if steps is not None:
+        _check_int(steps, "steps", 1)
     if output == "auto":
         output = detect_output(model)
     elif output not in OUTPUTS:
         raise ValueError(
             f"predict: `output` must be 'auto' or one of {OUTPUTS}, got output={output!r}."
         )
-    batches, num_batches = _batches(model, x, batch_size)
+    batches, num_batches = _batches(model, x, batch_size, steps)
 
     deterministic = num_samples == 0
     mode = (
@@ -292,13 +383,15 @@ def predict(
     )
     with mode:
         step = _cached_step(model, output, max(num_samples, 1), return_samples, jit_compile)
-        parts, samples = [], []
+        parts, samples, offset = [], [], 0
         progbar = keras.utils.Progbar(num_batches, unit_name="batch") if progress else None
         for index, batch in enumerate(batches):
             state, batch_samples = step(batch)
-            parts.append(summarize_state(state, output != "regression"))
-            if index == 0:
-                _check_probabilities(parts[0]["mean"], output, model)
+            part = summarize_state(state, output != "regression")
+            _check_finite_rows(part["mean"], "the predictions are NaN or infinite", offset)
+            _check_probabilities(part["mean"], output, model, offset)
+            parts.append(part)
+            offset += len(part["mean"])
             if return_samples:
                 samples.append(batch_samples.numpy())
             if progbar is not None:
@@ -320,13 +413,29 @@ def predict(
     )
 
 
-def _check_probabilities(mean, output, model):
+def _output_dtype(model):
+    """The dtype the model's output is computed in (e.g. bfloat16 under mixed_bfloat16)."""
+    outputs = getattr(model, "outputs", None)
+    if outputs and len(outputs) == 1:
+        return keras.backend.standardize_dtype(outputs[0].dtype)
+    return model.compute_dtype
+
+
+def _check_probabilities(mean, output, model, offset):
+    """ValueError if a row of `mean` (rows offset.. of `x`) does not sum to 1 within the
+    rounding of the output's dtype."""
     if output != "probabilities":
         return
-    worst = np.abs(mean.sum(axis=-1) - 1.0).max()
-    if worst > _SUM_TOLERANCE:
-        raise ValueError(
-            f"predict: output='probabilities', but model {model.name!r}'s outputs do not sum to 1 "
-            f"over the last axis (off by up to {worst:.3g}); several sigmoid units (multi-label) "
-            "are not class probabilities. Pass output='logits' or output='regression'."
-        )
+    dtype = _output_dtype(model)
+    tolerance = probability_sum_tolerance(dtype)
+    error = np.abs(mean.sum(axis=-1) - 1.0)
+    if error.max() <= tolerance:
+        return
+    multilabel = getattr(_final_layer(model), "activation", None) is keras.activations.sigmoid
+    raise ValueError(
+        f"predict: output='probabilities', but model {model.name!r}'s outputs do not sum to 1 "
+        f"over the last axis (off by {error.max():.3g} at row {offset + int(error.argmax())} of "
+        f"`x`; {tolerance:g} is allowed for {dtype} outputs). "
+        + ("Several sigmoid units (multi-label) are not class probabilities. " if multilabel else "")
+        + "Pass output='logits' or output='regression'."
+    )
