@@ -4,6 +4,8 @@ import gzip
 import os
 import pathlib
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -100,3 +102,84 @@ def test_tensorflow_datasets_failure_says_what_to_do(tmp_path):
         with pytest.raises(FileNotFoundError, match="ConnectionError: no network") as raised:
             data.load_images("mnist", "train", data_dir=tmp_path, source="tfds")
     assert str(tmp_path / "mnist") in str(raised.value) and data.DATA_DIR_ENV in str(raised.value)
+
+
+def _idx(shape, body_size=None, header=None):
+    """The bytes of an unsigned-byte IDX file of `shape` (body cut or padded to `body_size`)."""
+    full = b"\x00\x00\x08" + bytes([len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+    size = int(np.prod(shape)) if body_size is None else body_size
+    return (full if header is None else full[:header]) + bytes(i % 251 for i in range(size))
+
+
+def _write(path, content):
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(content)
+    else:
+        path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("cut", [0, 3, 10])  # empty, inside the magic number, inside the shape
+def test_truncated_idx_header_names_path_and_both_sizes(tmp_path, suffix, cut):
+    path = _write(tmp_path / f"images-idx3-ubyte{suffix}", _idx((2, 3, 4), header=cut, body_size=0))
+    with pytest.raises(ValueError, match="read_idx: .* is truncated") as raised:
+        data.read_idx(path)
+    message = str(raised.value)
+    assert str(path) in message and f"found {cut} bytes" in message
+    assert ("header of 16 bytes" if cut >= 4 else "header of 4 bytes") in message
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("body_size", [23, 25, 0])
+def test_idx_body_of_the_wrong_size_names_path_and_both_sizes(tmp_path, suffix, body_size):
+    path = _write(tmp_path / f"images-idx3-ubyte{suffix}", _idx((2, 3, 4), body_size=body_size))
+    with pytest.raises(ValueError) as raised:
+        data.read_idx(path)
+    message = str(raised.value)
+    assert str(path) in message and f"holds {body_size} bytes" in message
+    assert "expected 24 bytes for shape (2, 3, 4)" in message
+
+
+def test_intact_synthetic_idx_file_reads(tmp_path):
+    path = _write(tmp_path / "images-idx3-ubyte.gz", _idx((2, 3, 4)))
+    images = data.read_idx(path)
+    assert images.shape == (2, 3, 4) and images.dtype == np.uint8
+    assert images.ravel().tolist() == list(range(24))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_gzip_names_path_and_says_to_recopy(tmp_path, damage):
+    path = _write(tmp_path / "images-idx3-ubyte.gz", _idx((50, 28, 28)))
+    content = bytearray(path.read_bytes())
+    if damage == "truncate":
+        content = content[: len(content) // 2]
+    else:
+        content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match="truncated or corrupt.*Re-copy") as raised:
+        data.read_idx(path)
+    assert str(path) in str(raised.value)
+    assert isinstance(raised.value.__cause__, (EOFError, zlib.error, gzip.BadGzipFile))
+
+
+def test_truncated_standard_gzip_still_fails_its_checksum_first(tmp_path):
+    labels = _copy("mnist/t10k-labels-idx1-ubyte.gz", tmp_path)
+    _copy("mnist/t10k-images-idx3-ubyte.gz", tmp_path)
+    labels.write_bytes(labels.read_bytes()[:-100])
+    with pytest.raises(data.ChecksumError):
+        data.load_images("mnist", "test", data_dir=tmp_path)
+
+
+def test_image_and_label_counts_that_differ_name_both_files_and_counts(tmp_path, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    images = _write(tmp_path / "mnist/t10k-images-idx3-ubyte.gz", _idx((5, 28, 28)))
+    labels = _write(tmp_path / "mnist/t10k-labels-idx1-ubyte.gz", _idx((4,)))
+    for path in (images, labels):  # stand-ins for the standard files, checksums accepted
+        monkeypatch.setitem(data.SHA256, f"mnist/{path.name}", data.sha256(path))
+    with pytest.raises(ValueError, match="load_images: ") as raised:
+        data.load_images("mnist", "test", data_dir=tmp_path, source="local")
+    message = str(raised.value)
+    assert str(images) in message and str(labels) in message
+    assert "5 images" in message and "4 labels" in message

@@ -3,9 +3,11 @@
 import types
 
 import keras
+import ml_dtypes
 import numpy as np
 import pytest
 import sklearn.metrics
+import tensorflow as tf
 
 import tfbdl
 from tfbdl import metrics
@@ -176,3 +178,103 @@ def test_keras_metrics_beside_the_elbo_terms_of_a_bayesian_model():
     history = model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert {"loss", "nll", "kl", "ece", "negative_log_likelihood"} <= set(history.history)
     assert all(np.isfinite(values[-1]) for values in history.history.values())
+
+
+KERAS_METRICS = [
+    (metrics.ExpectedCalibrationError, "ExpectedCalibrationError metric ece"),
+    (metrics.NegativeLogLikelihood, "NegativeLogLikelihood metric negative_log_likelihood"),
+]
+_TEN_CLASS_PROBS = np.full((4, 10), 0.1, dtype="float32")
+
+
+@pytest.mark.parametrize("metric, owner", KERAS_METRICS)
+@pytest.mark.parametrize("bad, low, high", [(10, 0, 10), (-1, -1, 3)])
+def test_keras_metric_out_of_range_label_is_a_value_error_eagerly(metric, owner, bad, low, high):
+    labels = np.array([0, 3, bad, 2])
+    with pytest.raises(ValueError) as raised:
+        metric().update_state(labels, _TEN_CLASS_PROBS)
+    message = str(raised.value)
+    assert message.startswith(owner) and "`y_true`" in message
+    assert f"[0, 10) for 10 classes, got labels in [{low}, {high}]" in message
+
+
+@pytest.mark.parametrize("metric, owner", KERAS_METRICS)
+def test_keras_metric_fractional_label_is_refused_but_integral_floats_and_one_hot_work(
+    metric, owner
+):
+    with pytest.raises(ValueError, match=f"^{owner}: `y_true` must hold integer.*0.5"):
+        metric().update_state(np.array([0.0, 0.5, 1.0, 2.0], "float32"), _TEN_CLASS_PROBS)
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(16, 10))
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype("float32")
+    labels = rng.integers(0, 10, size=16)
+    values = []
+    for y in (labels, labels.astype("float32"), keras.utils.to_categorical(labels, 10)):
+        instance = metric()
+        instance.update_state(y, probs)
+        values.append(float(instance.result()))
+    assert values[1] == pytest.approx(values[0]) and values[2] == pytest.approx(values[0])
+
+
+@pytest.mark.parametrize("metric, owner", KERAS_METRICS)
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        ([0.0, 3.0, 10.0, 2.0], r"\[0, 10\) for 10 classes, got labels from\] \[0\] \[to\] \[10\]"),
+        ([0.0, 0.5, 1.0, 2.0], r"must hold integer class labels.*got the label\] \[0.5\]"),
+    ],
+)
+def test_keras_metric_bad_label_in_a_traced_graph_fails_its_assertion(
+    metric, owner, labels, expected
+):
+    instance = metric()
+    update = tf.function(instance.update_state)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{owner}: `y_true`.*{expected}"):
+        update(tf.constant(labels), tf.constant(_TEN_CLASS_PROBS))
+
+
+@pytest.mark.parametrize("metric, owner", KERAS_METRICS)
+def test_keras_metric_bad_label_under_xla_reads_nan(metric, owner):
+    instance = metric()
+    update = tf.function(instance.update_state, jit_compile=True)
+    update(tf.constant([0.0, 3.0, 10.0, 2.0]), tf.constant(_TEN_CLASS_PROBS))
+    assert np.isnan(float(instance.result()))
+    instance.reset_state()
+    update(tf.constant([0.0, 3.0, 9.0, 2.0]), tf.constant(_TEN_CLASS_PROBS))
+    assert np.isfinite(float(instance.result()))
+
+
+def test_probability_sum_tolerance_follows_the_dtype():
+    for dtype, expected in [
+        ("float32", 1e-3), (np.dtype("float64"), 1e-3), (tf.float32, 1e-3),
+        ("float16", 1e-2), (np.dtype("float16"), 1e-2), (tf.float16, 1e-2),
+        ("bfloat16", 2e-2), (np.dtype(ml_dtypes.bfloat16), 2e-2), (tf.bfloat16, 2e-2),
+    ]:
+        assert metrics.probability_sum_tolerance(dtype) == expected, dtype
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_functional_metrics_accept_bfloat16_softmax_outputs(mixed_bfloat16):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10, activation="softmax")])
+    x = np.random.default_rng(5).normal(size=(256, 4)).astype("float32") * 3
+    y = np.random.default_rng(6).integers(0, 10, size=256)
+    predicted, called = model.predict(x, verbose=0), model(x)
+    assert predicted.dtype == ml_dtypes.bfloat16 and called.dtype == tf.bfloat16
+    error = np.abs(predicted.astype("float64").sum(axis=1) - 1.0).max()
+    assert 1e-3 < error < 2e-2  # beyond float32's tolerance, within bfloat16's
+    for probs in (predicted, called):
+        for function in (metrics.accuracy, metrics.nll, metrics.brier):
+            assert np.isfinite(function(y, probs))
+        ece = metrics.expected_calibration_error(y, probs, num_bins=10)
+        assert 0.0 <= ece <= 1.0
+    # Cast to float32 first, the same numbers are held to float32's tolerance.
+    with pytest.raises(ValueError, match="`probs` rows must sum to 1 within 0.001 for float32"):
+        metrics.expected_calibration_error(y, predicted.astype("float32"))

@@ -3,6 +3,7 @@ the value given and what was expected, and is raised before any state changes.""
 
 import numbers
 
+import keras
 import numpy as np
 
 # The smallest scale whose square is a normal float32: below it, sigma^2 or 1 / sigma^2
@@ -52,5 +53,4 @@ _PROBABILITY_SUM_TOLERANCE = {"float16": 1e-2, "bfloat16": 2e-2}
 
 def probability_sum_tolerance(dtype):
     """How far rows of probabilities computed in `dtype` may sum from 1 (1e-3 for float32)."""
-    name = getattr(dtype, "name", None) or str(dtype)
-    return _PROBABILITY_SUM_TOLERANCE.get(name, 1e-3)
+    return _PROBABILITY_SUM_TOLERANCE.get(keras.backend.standardize_dtype(dtype), 1e-3)

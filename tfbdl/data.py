@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import os
 import pathlib
+import zlib
 
 import numpy as np
 
@@ -113,18 +114,46 @@ def egg_times(data_dir=None):
 
 
 def read_idx(path):
-    """Reads a (gzipped) IDX file into a uint8 array (LeCun's MNIST format); no checksum."""
+    """Reads a (gzipped) IDX file into a uint8 array (LeCun's MNIST format); no checksum.
+
+    A header or body shorter than the header announces, trailing bytes, or a truncated or
+    corrupt gzip stream raise a ValueError naming the path.
+    """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        header = f.read(4)
-        if header[:2] != b"\x00\x00" or header[2] != 0x08:
-            raise ValueError(f"read_idx: {path} is not an unsigned-byte IDX file (header {header!r}).")
-        ndim = header[3]
-        shape = tuple(int.from_bytes(f.read(4), "big") for _ in range(ndim))
-        data = np.frombuffer(f.read(), dtype=np.uint8)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"read_idx: {path} holds {data.size} bytes of data, expected shape {shape}.")
-    return data.reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            shape, header_size = _read_idx_header(f, path)
+            body = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ValueError(
+            f"read_idx: {path} is truncated or corrupt ({type(error).__name__}: {error}). "
+            "Re-copy it from its source."
+        ) from error
+    expected = int(np.prod(shape))
+    if len(body) != expected:
+        raise ValueError(
+            f"read_idx: {path} holds {len(body)} bytes of data after its {header_size}-byte "
+            f"header, expected {expected} bytes for shape {shape} (the file is truncated or has "
+            "trailing bytes)."
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def _read_idx_header(f, path):
+    """(shape, header size in bytes) of the IDX file open as `f`, checked to be complete."""
+    magic = f.read(4)
+    if len(magic) == 4 and (magic[:2] != b"\x00\x00" or magic[2] != 0x08):
+        raise ValueError(f"read_idx: {path} is not an unsigned-byte IDX file (header {magic!r}).")
+    header_size = 4 + 4 * magic[3] if len(magic) == 4 else 4
+    header = magic + f.read(header_size - len(magic))
+    if len(header) < header_size:
+        announced = f"its magic number {magic.hex()} announces" if len(magic) == 4 else "IDX needs"
+        raise ValueError(
+            f"read_idx: {path} is truncated: {announced} a header of {header_size} bytes, "
+            f"found {len(header)} bytes."
+        )
+    shape = tuple(int.from_bytes(header[i : i + 4], "big") for i in range(4, header_size, 4))
+    return shape, header_size
 
 
 def load_images(name, split="train", data_dir=None, source="auto"):
@@ -147,9 +176,21 @@ def load_images(name, split="train", data_dir=None, source="auto"):
     image_file, label_file = (f"{_IMAGE_DATASETS[name]}/{f}" for f in _IDX_FILES[split])
     if source == "tfds" or (source == "auto" and not (data_dir / image_file).exists()):
         return _load_tfds(name, split, looked_in=data_dir / _IMAGE_DATASETS[name])
-    images = read_idx(_standard_file(data_dir, image_file, f"{name} {split} images"))
-    labels = read_idx(_standard_file(data_dir, label_file, f"{name} {split} labels"))
+    image_path = _standard_file(data_dir, image_file, f"{name} {split} images")
+    label_path = _standard_file(data_dir, label_file, f"{name} {split} labels")
+    images, labels = read_idx(image_path), read_idx(label_path)
+    _check_same_count(images, labels, image_path, label_path)
     return images.astype("float32")[..., None] / 255.0, labels.astype("int32")
+
+
+def _check_same_count(images, labels, image_path, label_path):
+    """ValueError unless the image and label files hold as many examples as each other."""
+    if len(images) != len(labels):
+        raise ValueError(
+            f"load_images: the image file {image_path} holds {len(images)} images but the label "
+            f"file {label_path} holds {len(labels)} labels; they must hold one label per image "
+            "(files of different splits or data sets?)."
+        )
 
 
 def _load_tfds(name, split, looked_in):

@@ -3,8 +3,11 @@
 Every function takes integer class labels `y` of shape (N,) and predictive class
 probabilities `probs` of shape (N, C) (rows summing to 1), e.g. `tfbdl.predict(...).mean`;
 a 1-D `probs` is read as p(y = 1) of a binary classifier. Inputs are checked before any
-work: probabilities outside [0, 1] or not summing to 1, and labels out of range, raise a
-`ValueError` that names the argument.
+work: probabilities outside [0, 1] or not summing to 1, and labels out of range or not
+integers, raise a `ValueError` that names the argument. Rows must sum to 1 within
+`probability_sum_tolerance(probs.dtype)`: 1e-3 for float32/float64, looser for float16 and
+bfloat16 (e.g. `model.predict` under the "mixed_bfloat16" policy); probabilities already cast
+to float32 are held to float32's tolerance.
 
     result = tfbdl.predict(model, x_test, num_samples=100)
     tfbdl.metrics.accuracy(y_test, result.mean)
@@ -22,6 +25,7 @@ import numpy as np
 import sklearn.metrics
 import tensorflow as tf
 
+from tfbdl._validation import probability_sum_tolerance
 from tfbdl.prediction import predict
 
 __all__ = [
@@ -35,13 +39,11 @@ __all__ = [
     "ood_auroc",
     "misclassification_auroc",
     "uncertainty_score",
+    "probability_sum_tolerance",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
 ]
 
-# Tolerance on |sum_c p_c - 1|: float32 softmax rows are off by ~1e-7, averaged Monte Carlo
-# rows by a few 1e-7; 1e-3 accepts those and rejects unnormalized scores.
-_SUM_TOLERANCE = 1e-3
 SCORES = ("mutual_information", "entropy", "aleatoric", "max_prob")
 
 
@@ -49,8 +51,13 @@ SCORES = ("mutual_information", "entropy", "aleatoric", "max_prob")
 
 
 def check_probabilities(probs, argument="probs"):
-    """`probs` as a float64 (N, C) array; a 1-D array of p(y=1) becomes [1 - p, p]."""
-    probs = np.asarray(probs, dtype=np.float64)
+    """`probs` as a float64 (N, C) array; a 1-D array of p(y=1) becomes [1 - p, p].
+
+    Rows must sum to 1 within `probability_sum_tolerance` of `probs`' own dtype (a NumPy
+    array, ml_dtypes' bfloat16 included, or a tf.Tensor).
+    """
+    given = np.asarray(probs)
+    probs = given.astype(np.float64)
     if probs.ndim == 1:
         probs = np.stack([1.0 - probs, probs], axis=-1)
     if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] < 2:
@@ -65,34 +72,47 @@ def check_probabilities(probs, argument="probs"):
         )
     sums = probs.sum(axis=1)
     worst = np.argmax(np.abs(sums - 1.0))
-    if abs(sums[worst] - 1.0) > _SUM_TOLERANCE:
+    tolerance = probability_sum_tolerance(given.dtype)
+    if abs(sums[worst] - 1.0) > tolerance:
         raise ValueError(
-            f"`{argument}` rows must sum to 1 (class probabilities, not logits or scores); "
-            f"row {worst} sums to {sums[worst]:.6g}."
+            f"`{argument}` rows must sum to 1 within {tolerance:g} for {given.dtype} "
+            f"(class probabilities, not logits or scores); row {worst} sums to {sums[worst]:.6g}."
         )
     return probs
 
 
-def check_labels(y, num_classes, num_examples, argument="y"):
-    """`y` as an int64 (N,) array of labels in [0, num_classes)."""
+def check_labels(y, num_classes, num_examples, argument="y", owner=None):
+    """`y` as an int64 (N,) array of labels in [0, num_classes).
+
+    Integer values stored as floats (3.0) are accepted; fractional or soft labels (0.5) are
+    refused rather than truncated. `owner` (e.g. a metric's name) prefixes the errors.
+    """
+    prefix = f"{owner}: " if owner else ""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.shape[0] != num_examples:
         raise ValueError(
-            f"`{argument}` must be integer class labels of shape ({num_examples},), "
+            f"{prefix}`{argument}` must be integer class labels of shape ({num_examples},), "
             f"got shape {y.shape}."
         )
-    if y.size and not (np.issubdtype(y.dtype, np.number) and np.all(np.mod(y, 1) == 0)):
+    if y.size and not np.issubdtype(y.dtype, np.number):
         raise ValueError(
-            f"`{argument}` must hold integer class labels, got dtype {y.dtype} "
+            f"{prefix}`{argument}` must hold integer class labels, got dtype {y.dtype} "
             f"with values such as {y[:3].tolist()}."
+        )
+    fractional = y[np.mod(y, 1) != 0]  # NaN included
+    if fractional.size:
+        raise ValueError(
+            f"{prefix}`{argument}` must hold integer class labels (soft or fractional labels "
+            f"are not supported), got dtype {y.dtype} with values such as "
+            f"{fractional[:3].tolist()}."
         )
     y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(
-            f"`{argument}` labels must lie in [0, {num_classes}) for {num_classes} classes, "
-            f"got labels in [{y.min()}, {y.max()}]."
+            f"{prefix}`{argument}` labels must lie in [0, {num_classes}) for {num_classes} "
+            f"classes, got labels in [{y.min()}, {y.max()}]."
         )
     return y
 
@@ -259,12 +279,49 @@ def _probabilities(y_pred, from_logits):
     return y_pred
 
 
-def _sparse_labels(y_true, num_classes):
-    """Integer labels from sparse labels (batch,) / (batch, 1) or one-hot (batch, C)."""
+def _sparse_labels(y_true, probs, owner):
+    """(labels, poison): int32 labels (batch,) from sparse labels (batch,) / (batch, 1) or
+    one-hot (batch, C), and a float32 (batch,) of 0 (NaN where a label is invalid, see
+    `_asserted_labels`).
+
+    Sparse labels must be integers (3.0 is fine, 0.5 is not) in [0, C): checked with a
+    ValueError naming `owner` when running eagerly, with assertions in a traced graph.
+    """
     y_true = tf.convert_to_tensor(y_true)
+    num_classes = probs.shape[-1]
     if y_true.shape.rank == 2 and y_true.shape[-1] == num_classes:
-        return tf.argmax(y_true, axis=-1, output_type=tf.int32)
-    return tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        labels = tf.argmax(y_true, axis=-1, output_type=tf.int32)
+        return labels, tf.zeros(tf.shape(labels), tf.float32)
+    labels = tf.cast(tf.reshape(y_true, [-1]), tf.float64)
+    if not tf.executing_eagerly():
+        return _asserted_labels(labels, num_classes, owner)
+    if labels.shape[0]:
+        check_labels(labels.numpy(), num_classes, probs.shape[0], "y_true", owner)
+    return tf.cast(labels, tf.int32), tf.zeros(tf.shape(labels), tf.float32)
+
+
+def _asserted_labels(labels, num_classes, owner):
+    """`_sparse_labels` in a traced graph: tf.debugging assertions (InvalidArgumentError when
+    the graph runs) that `labels` (float64) are integers in [0, num_classes). XLA compiles
+    assertions out, so invalid labels also become label 0 with a NaN poison, and the metric
+    reads NaN rather than a plausible number."""
+    integral = tf.equal(labels, tf.floor(labels))  # False for NaN
+    in_range = (labels >= 0) & (labels < num_classes)
+    first_fractional = tf.gather(labels, tf.argmin(tf.cast(integral, tf.int32)))
+    checks = [  # data printed as "[text] [value] ..." (tf.strings.format does not compile)
+        tf.debugging.Assert(tf.reduce_all(integral), [
+            f"{owner}: `y_true` must hold integer class labels (soft or fractional labels "
+            "are not supported), got the label", first_fractional,
+        ]),
+        tf.debugging.Assert(tf.reduce_all(in_range | ~integral), [
+            f"{owner}: `y_true` labels must lie in [0, {num_classes}) for {num_classes} "
+            "classes, got labels from", tf.reduce_min(labels), "to", tf.reduce_max(labels),
+        ]),
+    ]
+    valid = integral & in_range
+    with tf.control_dependencies(checks):
+        labels = tf.cast(tf.where(valid, labels, tf.zeros_like(labels)), tf.int32)
+        return labels, tf.where(valid, 0.0, float("nan"))
 
 
 @keras.saving.register_keras_serializable(package="tfbdl")
@@ -273,6 +330,10 @@ class NegativeLogLikelihood(keras.metrics.Mean):
 
     Labels are sparse integers or one-hot (batch, C); predictions are probabilities
     (softmax, or one sigmoid unit for binary) or, with `from_logits=True`, logits.
+    Sparse labels outside [0, C) or not integers (0.5; 3.0 is fine) raise a ValueError when
+    `update_state` runs eagerly, and a `tf.errors.InvalidArgumentError` from a tf.debugging
+    assertion inside a traced graph (`fit`/`evaluate`); under XLA (`jit_compile=True`), which
+    compiles assertions out, the metric reads NaN.
 
         model.compile("adam", "sparse_categorical_crossentropy",
                       metrics=[tfbdl.metrics.NegativeLogLikelihood()])
@@ -284,9 +345,10 @@ class NegativeLogLikelihood(keras.metrics.Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         probs = _probabilities(y_pred, self.from_logits)
-        labels = _sparse_labels(y_true, probs.shape[-1])
+        labels, poison = _sparse_labels(y_true, probs, f"{type(self).__name__} metric {self.name}")
         p_true = tf.gather(probs, labels, axis=1, batch_dims=1)
-        return super().update_state(-tf.math.log(tf.maximum(p_true, 1e-12)), sample_weight)
+        nll = -tf.math.log(tf.maximum(p_true, 1e-12)) + poison
+        return super().update_state(nll, sample_weight)
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits}
@@ -296,6 +358,9 @@ class NegativeLogLikelihood(keras.metrics.Mean):
 class ExpectedCalibrationError(keras.metrics.Metric):
     """Expected calibration error over all batches seen (same binning as
     `expected_calibration_error`), accumulated as per-bin counts and sums.
+
+    Labels and predictions as for `NegativeLogLikelihood`, with the same checks of the
+    labels (ValueError eagerly, InvalidArgumentError in a traced graph, NaN under XLA).
 
         model.compile("adam", "sparse_categorical_crossentropy",
                       metrics=[tfbdl.metrics.ExpectedCalibrationError(num_bins=15)])
@@ -315,11 +380,11 @@ class ExpectedCalibrationError(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         probs = _probabilities(y_pred, self.from_logits)
-        labels = _sparse_labels(y_true, probs.shape[-1])
+        labels, poison = _sparse_labels(y_true, probs, f"{type(self).__name__} metric {self.name}")
         confidence = tf.reduce_max(probs, axis=-1)
         correct = tf.cast(
             tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels), tf.float32
-        )
+        ) + poison
         boundaries = np.linspace(0.0, 1.0, self.num_bins + 1)[1:-1]
         bins = tf.searchsorted(tf.constant(boundaries, tf.float32), confidence, side="left")
         weight = (

@@ -87,6 +87,12 @@ class BayesianLayer:
                 "`dtype` must be a policy with float32 variables ('float32', 'mixed_float16', "
                 f"'mixed_bfloat16'), got dtype={kwargs.get('dtype')!r}."
             )
+        for size in ("units", "filters"):  # Keras takes True for 1; a bool is a mistake here
+            if isinstance(getattr(self, size, None), bool):
+                raise ValueError(
+                    f"{type(self).__name__}: `{size}` must be a positive integer, "
+                    f"got {size}={getattr(self, size)!r}."
+                )
         if getattr(self, "lora_rank", None):
             raise ValueError(
                 f"{type(self).__name__}: `lora_rank` is not supported by Bayesian layers, "
@@ -193,10 +199,10 @@ class BayesianLayer:
         model = self._report_to_calling_model()
         if training and not self.kl_weight_is_set:
             _warn_unset_kl_weight(self, model)
-        if inputs.dtype.is_floating:
-            # `autocast=False` also stops Keras casting the inputs: under a mixed policy the
-            # linear op must still run in the compute dtype (the variational math stays float32).
-            inputs = tf.cast(inputs, self.compute_dtype)
+        # `autocast=False` also stops Keras casting the inputs: under a mixed policy the linear
+        # op must still run in the compute dtype (the variational math stays float32), and
+        # integer inputs are promoted to it as `keras.layers.Dense` promotes them.
+        inputs = tf.cast(inputs, self.compute_dtype)
         kernel_seed, kernel_kl_seed, bias_seed, bias_kl_seed = self._next_seeds(4)
         use_mean = tf.convert_to_tensor(self.posterior_mean_mode)
 
