@@ -93,3 +93,89 @@ def test_dense_flipout_accepts_any_numeric_input_dtype_and_stays_finite(dtype, s
     outputs = layer(x, training=True)
     assert outputs.dtype == "float32" and tuple(outputs.shape) == (4, 3)
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(outputs)))
+
+
+def _named_error(call, *names):
+    """Runs `call`; returns None, or the message of a ValueError, which must name one of `names`."""
+    try:
+        call()
+    except ValueError as error:
+        assert any(name in str(error) for name in names), str(error)
+        return str(error)
+    return None
+
+
+DEFECTS = ("none", "fractional label", "label too large", "negative label", "string label",
+           "unnormalized probabilities", "no examples", "label count differs")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    rows=st.integers(1, 6),
+    classes=st.integers(1, 4),
+    label_dtype=st.sampled_from(["int32", "int64", "float32", "float64"]),
+    prob_dtype=st.sampled_from(["float16", "float32", "float64"]),
+    defect=st.sampled_from(DEFECTS),
+)
+def test_metric_functions_give_a_valid_number_or_name_the_argument(
+        rows, classes, label_dtype, prob_dtype, defect):
+    rng = np.random.default_rng(rows * 7 + classes)
+    probs = (rng.dirichlet(np.ones(classes), size=rows) if classes > 1 else rng.uniform(size=rows))
+    num_classes = max(classes, 2)  # a 1-D probs is p(y = 1) of a binary classifier
+    labels = rng.integers(0, num_classes, size=rows).astype(label_dtype)
+    if defect == "fractional label":
+        labels = labels.astype("float64") + 0.5
+    elif defect == "label too large":
+        labels[0] = num_classes
+    elif defect == "negative label":
+        labels[0] = -1
+    elif defect == "string label":
+        labels = labels.astype("<U2")
+    elif defect == "unnormalized probabilities":
+        probs = probs + 1.0  # rows sum to 1 + C; a 1-D p(y = 1) leaves [0, 1]
+    elif defect == "no examples":
+        labels, probs = labels[:0], probs[:0]
+    elif defect == "label count differs":
+        labels = np.concatenate([labels, labels[:1]])
+    probs = probs.astype(prob_dtype)
+    for function, high in [(tfbdl.metrics.accuracy, 1.0), (tfbdl.metrics.nll, np.inf),
+                           (tfbdl.metrics.expected_calibration_error, 1.0), (tfbdl.metrics.brier, 2.0)]:
+        value = []
+        message = _named_error(lambda: value.append(function(labels, probs)), "`y`", "`probs`")
+        assert (message is None) == (defect == "none"), (function.__name__, defect, message)
+        if message is None:
+            assert np.isfinite(value[0]) and 0.0 <= value[0] <= high, (function.__name__, value)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    rows=st.integers(0, 4),
+    features=st.sampled_from([(3,), (3,), (3,), (2,), (3, 1), ()]),
+    dtype=st.sampled_from(["float16", "float32", "float64", "int32", "bool"]),
+    num_samples=st.sampled_from([0, 1, 3, -1, 2.5, True]),
+    batch_size=st.sampled_from([1, 2, 5, 0, "8"]),
+    non_finite=st.booleans(),
+)
+def test_predict_returns_one_row_per_example_or_names_the_argument(
+        rows, features, dtype, num_samples, batch_size, non_finite):
+    shape = (rows,) + features
+    x = np.ones(shape, dtype)
+    if non_finite and x.size and dtype.startswith("float"):
+        x.flat[-1] = np.nan
+    result = []
+    message = _named_error(
+        lambda: result.append(tfbdl.predict(_PREDICT_MODEL, x, num_samples=num_samples,
+                                            batch_size=batch_size, progress=False)),
+        "`x`", "`num_samples`", "`batch_size`")
+    valid = (features == (3,) and rows > 0 and num_samples in (0, 1, 3)
+             and not isinstance(num_samples, bool) and batch_size in (1, 2, 5)
+             and np.all(np.isfinite(x.astype("float64"))))
+    assert (message is None) == valid, (shape, dtype, num_samples, batch_size, message)
+    if message is None:
+        assert result[0].mean.shape == (shape[0], 2) and np.all(np.isfinite(result[0].mean))
+        np.testing.assert_allclose(result[0].mean.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+_PREDICT_MODEL = keras.Sequential(
+    [keras.Input((3,)), L.DenseFlipout(4, activation="tanh", seed=0),
+     L.DenseFlipout(2, activation="softmax", seed=1)])
