@@ -1,4 +1,4 @@
-"""Device placement: a `tf.distribute` strategy for the machine at hand, and mixed precision.
+"""Device placement (a `tf.distribute` strategy for the machine at hand), mixed precision, seeding.
 
     strategy = tfbdl.runtime.strategy()          # GPU(s) if any, several workers via TF_CONFIG
     tfbdl.runtime.mixed_precision("auto")        # mixed_float16 on tensor-core GPUs
@@ -20,6 +20,10 @@ layers too). `tfbdl.set_kl_weight`, called in the strategy's scope as above, giv
 with Bayesian layers the narrow workarounds of `tfbdl._keras_internals`, so plain
 `model.fit` trains it on every worker, with `nll` and `kl` logged. The workarounds switch
 themselves off with a Keras that no longer needs them.
+
+`tfbdl.runtime.seed(n)`, called first thing in a script, makes a run repeatable: it seeds
+Python, NumPy and TensorFlow (so weight initialization, data shuffling and the noise of
+tfbdl layers built without `seed=` repeat) and turns on TensorFlow's op determinism.
 """
 
 import json
@@ -27,9 +31,10 @@ import logging
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["strategy", "mixed_precision"]
+__all__ = ["strategy", "mixed_precision", "seed"]
 
 logger = logging.getLogger("tfbdl")
 
@@ -158,3 +163,40 @@ def mixed_precision(policy="auto"):
     keras.mixed_precision.set_dtype_policy(name)
     logger.info("tfbdl.runtime: dtype policy %s", name)
     return keras.mixed_precision.dtype_policy()
+
+
+def seed(n):
+    """Makes a run reproducible: seeds every random number generator and fixes op order.
+
+    Call it once, at the start of the program, before building models or data pipelines.
+    It calls `keras.utils.set_random_seed(n)`, which seeds Python's `random`, NumPy's
+    global generator and TensorFlow's global seed, and resets Keras' global
+    `SeedGenerator`. Everything drawn afterwards then repeats from run to run: Keras
+    initializers without a seed, `fit`'s shuffling, and the `keras.random.SeedGenerator`
+    of every tfbdl layer built without `seed=` (its starting seed is drawn from Python's
+    `random`, so layers get the same seeds as long as they are created in the same order).
+
+    It also calls `tf.config.experimental.enable_op_determinism()`, so that ops whose
+    kernels otherwise add in a thread-dependent order (mostly on GPU, e.g. some cuDNN
+    convolutions and gradient reductions) and parallel `tf.data` maps give bit-identical
+    results; ops without a deterministic kernel then raise `UnimplementedError` instead of
+    running. This can slow GPU training (and stateful `Dataset.map`s) noticeably, and
+    TensorFlow has no public call to switch it off again in the same process.
+
+    A tfbdl layer created with an explicit `seed=` draws its weight noise from its own
+    stateless (Philox) seeds, so its sampling is reproducible whether or not `seed` is
+    called; `seed` is still needed for the rest (initial weights, shuffling).
+
+    Args:
+        n: an integer in [0, 2**32).
+
+    Example:
+        >>> tfbdl.runtime.seed(1234)
+        >>> model = build_model()       # same initial weights, noise and shuffling every run
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 2**32:
+        raise ValueError(f"seed: `n` must be an integer in [0, 2**32), got n={n!r}.")
+    n = int(n)
+    keras.utils.set_random_seed(n)
+    tf.config.experimental.enable_op_determinism()
+    logger.info("tfbdl.runtime: seeded Python, NumPy and TensorFlow with %d; op determinism on", n)
