@@ -25,6 +25,14 @@ def parser(name, doc):
     return result
 
 
+def seed_list(text):
+    """argparse type of `--seeds`: comma-separated integers such as "0,1,2"."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers like 0,1,2, got {text!r}") from None
+
+
 def write_metrics(output_dir, metrics):
     """Writes the flat `metrics` dict to `output_dir/metrics.json` atomically; returns the path.
 

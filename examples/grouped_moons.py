@@ -28,7 +28,6 @@ settings were fixed before any run; nothing was tuned on the test groups.
     tensorboard --logdir tensorboard_logs/grouped_moons
 """
 
-import argparse
 import pathlib
 import time
 
@@ -43,16 +42,9 @@ MODELS = ("pooled", "separate", "onehot", "hierarchical")
 GRID_LIMIT = 3.0
 
 
-def _seeds(text):
-    try:
-        return [int(seed) for seed in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers like 0,1,2, got {text!r}") from None
-
-
 def parse_args(argv=None):
     parser = common.parser("grouped_moons", __doc__)
-    parser.add_argument("--seeds", type=_seeds, default=None,
+    parser.add_argument("--seeds", type=common.seed_list, default=None,
                         help="comma-separated data seeds (default: --seed, --seed + 1, --seed + 2)")
     parser.add_argument("--groups", type=int, default=18, help="number of groups")
     parser.add_argument("--train-per-group", type=int, default=50)

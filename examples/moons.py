@@ -22,7 +22,6 @@ draws stuck at 0.87-0.91), `--hidden 5 --batch-size 0 --epochs 3000` (full batch
     tensorboard --logdir tensorboard_logs/moons
 """
 
-import argparse
 import pathlib
 import time
 
@@ -40,13 +39,6 @@ ESTIMATORS = {
 SCORES = ("test_accuracy", "test_nll", "test_ece")
 
 
-def _seeds(text):
-    try:
-        return [int(seed) for seed in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers like 0,1,2, got {text!r}") from None
-
-
 def parse_args(argv=None):
     parser = common.parser("moons", __doc__)
     parser.add_argument("--num-examples", type=int, default=1000, help="moons generated (half for training)")
@@ -56,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=50, help="0 means full batch")
     parser.add_argument("--learning-rate", type=float, default=0.01)
-    parser.add_argument("--seeds", type=_seeds, default=None,
+    parser.add_argument("--seeds", type=common.seed_list, default=None,
                         help="comma-separated data seeds (e.g. 0,1,2,3,4): one run each, mean and "
                              "spread reported; replaces --seed")
     return parser.parse_args(argv)

@@ -24,3 +24,13 @@ def _seeded():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    """Keras' global dtype policy is mixed_bfloat16 during the test, float32 after it."""
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")

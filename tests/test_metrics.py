@@ -253,15 +253,6 @@ def test_probability_sum_tolerance_follows_the_dtype():
         assert metrics.probability_sum_tolerance(dtype) == expected, dtype
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def test_functional_metrics_accept_bfloat16_softmax_outputs(mixed_bfloat16):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10, activation="softmax")])
     x = np.random.default_rng(5).normal(size=(256, 4)).astype("float32") * 3

@@ -255,16 +255,7 @@ def test_a_linear_output_compiled_with_from_logits_is_read_as_logits():
         predict_module.detect_output(model)
 
 
-@pytest.fixture
-def bfloat16_policy():
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-
-
-def test_bfloat16_softmax_outputs_are_accepted_within_their_rounding(bfloat16_policy):
+def test_bfloat16_softmax_outputs_are_accepted_within_their_rounding(mixed_bfloat16):
     model = keras.Sequential([keras.Input((2,)), DenseFlipout(10, seed=0), keras.layers.Softmax()])
     x = np.random.default_rng(0).normal(scale=3.0, size=(200, 2)).astype("float32")
     sums = keras.ops.convert_to_numpy(keras.ops.cast(model(x), "float32")).sum(axis=-1)
