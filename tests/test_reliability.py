@@ -96,6 +96,35 @@ def test_save_model_replaces_the_file_only_when_the_write_succeeded(tmp_path, mo
     assert path.read_bytes() == saved and len(list(tmp_path.iterdir())) == 1
 
 
+def test_atomic_writes_keep_the_permissions_a_plain_write_gives(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    fresh = tfbdl.saving.atomic_path(tmp_path / "fresh.txt", lambda t: open(t, "w").close())
+    assert fresh.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's 0600
+    plain.chmod(0o640)
+    tfbdl.saving.atomic_path(plain, lambda t: open(t, "w").close())
+    assert plain.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+
+
+def test_a_plot_that_fails_to_save_keeps_the_older_figure(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    path = tmp_path / "reliability.png"
+    y, probs = np.array([0, 1, 1]), np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+    tfbdl.plots.reliability_diagram(y, probs, path=path)
+    saved = path.read_bytes()
+
+    def disk_full(self, filename, **kwargs):
+        with open(filename, "wb") as f:
+            f.write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        tfbdl.plots.reliability_diagram(y, probs, path=path)
+    assert path.read_bytes() == saved and len(list(tmp_path.iterdir())) == 1
+
+
 def test_a_saved_tfp_prior_keeps_validate_args(tmp_path):
     layer = L.DenseFlipout(2, prior=tfd.Laplace(0.0, 0.5, validate_args=True))
     restored = L.DenseFlipout.from_config(layer.get_config())

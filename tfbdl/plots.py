@@ -16,6 +16,7 @@ import sklearn.metrics
 
 from tfbdl import metrics
 from tfbdl.prediction import predict
+from tfbdl.saving import atomic_path
 
 __all__ = [
     "training_curves",
@@ -31,8 +32,9 @@ SURFACE_QUANTITIES = ("mean", "std", "entropy", "aleatoric", "mutual_information
 
 
 def _finish(figure, path):
+    """Saves `figure` to `path` (if given) atomically: a failed write keeps an older file."""
     if path is not None:
-        figure.savefig(path, dpi=110, bbox_inches="tight")
+        atomic_path(path, lambda temporary: figure.savefig(temporary, dpi=110, bbox_inches="tight"))
     return figure
 
 

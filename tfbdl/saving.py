@@ -4,8 +4,8 @@
 (a full disk, an object that cannot be serialized) leaves a truncated file where a good one
 was. `save_model` writes to a temporary file in the same folder and renames it onto the
 target only when the write succeeded: the rename is atomic, so the path holds either the
-old file or the new one, never a mix. tfbdl's examples write their metrics, figures and
-models through `atomic_path` too.
+old file or the new one, never a mix. `tfbdl.plots` (`path=`) and tfbdl's examples write their
+figures, metrics and models through `atomic_path` too.
 """
 
 import os
@@ -28,12 +28,22 @@ def atomic_path(path, write):
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, _permissions(path))  # mkstemp makes it private (0600)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
     return path
+
+
+def _permissions(path):
+    """The mode `path` has, or a new file would get (0666 less the umask)."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_model(model, path, **kwargs):
