@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 import tfbdl
 
 L = tfbdl.layers
+# The layers here are called with training=True outside a model on purpose: no KL weight.
+pytestmark = pytest.mark.filterwarnings("ignore:tfbdl. training .* with no KL weight:UserWarning")
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
