@@ -190,11 +190,13 @@ def peak_memory_above_baseline(case, steps):
 
 
 def prediction_times(images, num_samples, batch_size, repeats):
-    """Seconds for `tfbdl.predict(num_samples)` with the Bayesian (Flipout) MNIST CNN, and for
-    `num_samples` deterministic passes of the same CNN built from keras.layers, over `images`.
+    """Seconds for `tfbdl.predict(num_samples)` with the Bayesian (Flipout) MNIST CNN, in its
+    default mode (one weight sample per batch) and with the layers' Flipout estimator, and
+    for `num_samples` deterministic passes of the same CNN built from keras.layers, over
+    `images`.
 
     The deterministic passes are the cheapest plain way: one traced forward per batch,
-    called `num_samples` times. The two alternate within each repeat, after a warm-up
+    called `num_samples` times. The three alternate within each repeat, after a warm-up
     (tracing) on one batch.
     """
     import keras
@@ -215,11 +217,14 @@ def prediction_times(images, num_samples, batch_size, repeats):
             for _ in range(num_samples):
                 forward(batch).numpy()
 
-    def monte_carlo(batches):
-        tfbdl.predict(bayesian, np.concatenate(batches), num_samples=num_samples,
-                      batch_size=batch_size, progress=False)
+    def monte_carlo(sampling):
+        def predict(batches):
+            tfbdl.predict(bayesian, np.concatenate(batches), num_samples=num_samples,
+                          batch_size=batch_size, progress=False, sampling=sampling)
+        return predict
 
-    runs = {"deterministic": deterministic, "tfbdl.predict": monte_carlo}
+    runs = {"deterministic": deterministic, "tfbdl.predict": monte_carlo("per_batch"),
+            "tfbdl.predict, sampling='estimator'": monte_carlo("estimator")}
     for run in runs.values():  # warm-up (tracing) on one batch
         run(batches[:1])
     times = {name: [] for name in runs}

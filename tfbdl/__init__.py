@@ -22,7 +22,7 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from tfbdl import data, layers, posteriors, priors  # noqa: E402
-from tfbdl.model_tools import bayesian_layers, learned_tau, posterior_mean, set_kl_weight  # noqa: E402
+from tfbdl.model_tools import bayesian_layers, learned_tau, one_sample_per_batch, posterior_mean, set_kl_weight  # noqa: E402
 from tfbdl import convert, metrics, plots, prediction, pruning  # noqa: E402
 from tfbdl.prediction import PredictiveResult, predict  # noqa: E402
 from tfbdl.pruning import prune  # noqa: E402
@@ -35,7 +35,7 @@ from tfbdl.model_tools import kl_loss  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "layers", "priors", "posteriors", "bayesian_layers", "learned_tau", "posterior_mean", "set_kl_weight",
+__all__ = ["data", "layers", "priors", "posteriors", "bayesian_layers", "learned_tau", "one_sample_per_batch", "posterior_mean", "set_kl_weight",
            "metrics", "prediction", "predict", "PredictiveResult", "convert", "pruning", "prune", "plots",
            "callbacks", "elbo", "runtime", "kl_loss", "sampling", "active",
            "saving", "save_model"]

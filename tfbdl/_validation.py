@@ -39,6 +39,19 @@ def positive_array(value, argument, owner, minimum=MIN_SCALE):
     return array
 
 
+def is_integer(value):
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def integer(value, argument, owner, minimum, maximum=None):
+    """`value` as an int, if it is an integer >= `minimum` (and < `maximum`); else a ValueError."""
+    if not is_integer(value) or value < minimum or (maximum is not None and value >= maximum):
+        expected = f"in [{minimum}, {maximum})" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{owner}: `{argument}` must be an integer {expected}, got {argument}={value!r}.")
+    return int(value)
+
+
 def boolean(value, argument, owner):
     """`value` if it is a bool (strings such as "False" are refused, not read by truthiness)."""
     if not isinstance(value, (bool, np.bool_)):

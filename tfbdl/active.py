@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from tfbdl import _validation
 from tfbdl.model_tools import set_kl_weight
 from tfbdl.prediction import PredictiveResult, predict
 
@@ -86,11 +87,6 @@ def score(result, acquisition="bald", rng=None):
     return np.asarray(scores, dtype=np.float64)
 
 
-def _check_int(value, argument, minimum, owner):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{owner}: `{argument}` must be an integer >= {minimum}, got {argument}={value!r}.")
-
-
 def _check_indices(indices, size, argument, owner):
     """`indices` as a 1-D int array of distinct positions in range(size), else a ValueError."""
     array = np.asarray(indices)
@@ -122,7 +118,7 @@ def top_k(scores, k, indices=None, exclude=()):
         raise ValueError(f"top_k: `indices` must have the shape of `scores` {scores.shape}, got {indices.shape}.")
     indices = _check_indices(indices, np.iinfo(np.int64).max, "indices", "top_k")
     eligible = ~np.isin(indices, np.asarray(exclude, dtype=np.int64))
-    _check_int(k, "k", 1, "top_k")
+    _validation.integer(k, "k", "top_k", 1)
     if k > eligible.sum():
         raise ValueError(f"top_k: `k` must be at most the {int(eligible.sum())} eligible (not excluded) "
                          f"indices, got k={k}.")
@@ -141,10 +137,10 @@ def query(model, pool_x, k, acquisition="bald", exclude=(), subset_size=None, nu
     go to `tfbdl.predict` (e.g. `output="logits"`).
     """
     function = _acquisition_function(acquisition)
-    _check_int(k, "k", 1, "query")
-    _check_int(num_samples, "num_samples", 1, "query")
+    _validation.integer(k, "k", "query", 1)
+    _validation.integer(num_samples, "num_samples", "query", 1)
     if subset_size is not None:
-        _check_int(subset_size, "subset_size", k, "query")
+        _validation.integer(subset_size, "subset_size", "query", k)
     rng = np.random.default_rng(rng)
     candidates = np.setdiff1d(np.arange(len(pool_x)), np.asarray(exclude, dtype=np.int64))
     if k > len(candidates):
@@ -160,7 +156,7 @@ def balanced_indices(labels, per_class, rng=None):
     """`per_class` random indices of every class in `labels` (e.g. 2 per class for the
     20-label start of Gal et al. 2017), in random order."""
     labels = np.asarray(labels)
-    _check_int(per_class, "per_class", 1, "balanced_indices")
+    _validation.integer(per_class, "per_class", "balanced_indices", 1)
     classes, counts = np.unique(labels, return_counts=True)
     if labels.ndim != 1 or not len(labels):
         raise ValueError(f"balanced_indices: `labels` must be a non-empty 1-D array, got shape {labels.shape}.")
@@ -212,10 +208,10 @@ class ActiveLearner:
         pool_x = np.asarray(pool_x)
         _check_pool(build_model, pool_x, pool_y, fit, evaluate)
         _acquisition_function(acquisition)
-        _check_int(acquire, "acquire", 1, "ActiveLearner")
-        _check_int(num_samples, "num_samples", 1, "ActiveLearner")
+        _validation.integer(acquire, "acquire", "ActiveLearner", 1)
+        _validation.integer(num_samples, "num_samples", "ActiveLearner", 1)
         if subset_size is not None:
-            _check_int(subset_size, "subset_size", acquire, "ActiveLearner")
+            _validation.integer(subset_size, "subset_size", "ActiveLearner", acquire)
         self._rng = np.random.default_rng(seed)
         initial = self._initial_indices(initial, len(pool_x), acquire)
         if pool_y is None and initial_labels is None:
@@ -291,7 +287,7 @@ class ActiveLearner:
 
     def run(self, rounds):
         """`rounds` oracle rounds (needs `pool_y`); returns the learning curve."""
-        _check_int(rounds, "rounds", 1, "ActiveLearner.run")
+        _validation.integer(rounds, "rounds", "ActiveLearner.run", 1)
         if self.pool_y is None:
             raise ValueError("ActiveLearner.run: needs oracle labels `pool_y`; without them call step() "
                              "and teach(indices, labels) each round.")

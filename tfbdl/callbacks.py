@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfbdl import elbo, model_tools
+from tfbdl import _validation, elbo, model_tools
 
 __all__ = ["KLAnnealing", "PosteriorMonitor", "TerminateOnNonFiniteELBO", "SCHEDULES"]
 
@@ -36,14 +36,6 @@ SCHEDULES = {
     "linear": lambda p: p,
     "cosine": lambda p: 0.5 * (1.0 - math.cos(math.pi * p)),
 }
-
-
-def _positive_int(value, argument, owner):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(
-            f"{owner}: `{argument}` must be a positive integer, got {argument}={value!r}."
-        )
-    return int(value)
 
 
 class KLAnnealing(keras.callbacks.Callback):
@@ -74,17 +66,17 @@ class KLAnnealing(keras.callbacks.Callback):
     def __init__(self, num_examples, warmup_epochs=None, warmup_steps=None, schedule="linear"):
         super().__init__()
         owner = "KLAnnealing"
-        self.num_examples = _positive_int(num_examples, "num_examples", owner)
+        self.num_examples = _validation.integer(num_examples, "num_examples", owner, 1)
         if (warmup_epochs is None) == (warmup_steps is None):
             raise ValueError(
                 f"{owner}: give exactly one of `warmup_epochs` and `warmup_steps`, got "
                 f"warmup_epochs={warmup_epochs!r}, warmup_steps={warmup_steps!r}."
             )
         self.per_step = warmup_steps is not None
-        self.warmup = _positive_int(
+        self.warmup = _validation.integer(
             warmup_steps if self.per_step else warmup_epochs,
             "warmup_steps" if self.per_step else "warmup_epochs",
-            owner,
+            owner, 1,
         )
         if callable(schedule):
             self.schedule = schedule
@@ -195,12 +187,7 @@ class PosteriorMonitor(keras.callbacks.Callback):
         owner = "PosteriorMonitor"
         if not isinstance(log_dir, (str, os.PathLike)):
             raise ValueError(f"{owner}: `log_dir` must be a path, got log_dir={log_dir!r}.")
-        if (isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int)
-                or histogram_freq < 0):
-            raise ValueError(
-                f"{owner}: `histogram_freq` must be an integer >= 0, "
-                f"got histogram_freq={histogram_freq!r}."
-            )
+        _validation.integer(histogram_freq, "histogram_freq", owner, 0)
         if image_fn is not None and not callable(image_fn):
             raise ValueError(
                 f"{owner}: `image_fn` must be callable or None, got image_fn={image_fn!r}."
@@ -213,7 +200,7 @@ class PosteriorMonitor(keras.callbacks.Callback):
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = histogram_freq
         self.image_fn = image_fn
-        self.image_freq = _positive_int(image_freq, "image_freq", owner)
+        self.image_freq = _validation.integer(image_freq, "image_freq", owner, 1)
         self.image_name = image_name
         self.snr_threshold = float(snr_threshold)
         self._writer = None

@@ -25,6 +25,7 @@ import numpy as np
 import sklearn.metrics
 import tensorflow as tf
 
+from tfbdl import _validation
 from tfbdl._validation import probability_sum_tolerance
 from tfbdl.prediction import predict
 
@@ -122,11 +123,6 @@ def _labels_and_probs(y, probs):
     return check_labels(y, probs.shape[1], probs.shape[0]), probs
 
 
-def _check_num_bins(num_bins):
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
-        raise ValueError(f"`num_bins` must be a positive integer, got num_bins={num_bins!r}.")
-
-
 # ---------------------------------------------------------------------- scores
 
 
@@ -168,7 +164,7 @@ def reliability(y, probs, num_bins=15):
     accuracy == confidence in every bin (Guo et al. 2017, "On Calibration of Modern Neural
     Networks"). A confidence of exactly 0 falls into the first bin.
     """
-    _check_num_bins(num_bins)
+    _validation.integer(num_bins, "num_bins", "reliability", 1)
     y, probs = _labels_and_probs(y, probs)
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == y).astype(np.float64)
@@ -367,7 +363,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
     """
 
     def __init__(self, num_bins=15, from_logits=False, name="ece", dtype=None):
-        _check_num_bins(num_bins)
+        _validation.integer(num_bins, "num_bins", "ExpectedCalibrationError", 1)
         super().__init__(name=name, dtype=dtype)
         self.num_bins = int(num_bins)
         self.from_logits = bool(from_logits)

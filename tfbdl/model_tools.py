@@ -1,14 +1,14 @@
-"""Model-level controls: find Bayesian layers, set the KL weight, switch to posterior means,
-and the KL part of a model's losses."""
+"""Model-level controls: find Bayesian layers, set the KL weight, switch the forward mode
+(posterior means, one weight sample per batch), and the KL part of a model's losses."""
 
 import contextlib
 
 from keras import ops
 
 from tfbdl import _validation, elbo
-from tfbdl.layers.base import bayesian_layers
+from tfbdl.layers.base import ESTIMATOR, ONE_SAMPLE_PER_BATCH, POSTERIOR_MEAN, bayesian_layers
 
-__all__ = ["bayesian_layers", "kl_loss", "layer_kl_losses", "learned_tau", "posterior_mean", "set_kl_weight"]
+__all__ = ["bayesian_layers", "kl_loss", "layer_kl_losses", "learned_tau", "one_sample_per_batch", "posterior_mean", "set_kl_weight"]
 
 
 def _require_bayesian_layers(model):
@@ -54,6 +54,21 @@ def set_kl_weight(model, num_examples=None, weight=None):
 
 
 @contextlib.contextmanager
+def _forward_mode(model, mode, replaces):
+    """Within the block, the Bayesian layers of `model` whose forward mode is in `replaces`
+    run in `mode` (`tfbdl.layers.base`); every layer gets its previous mode back after it."""
+    layers = _require_bayesian_layers(model)
+    previous = [int(layer.forward_mode.numpy()) for layer in layers]
+    for layer, value in zip(layers, previous):
+        if value in replaces:
+            layer.forward_mode.assign(mode)
+    try:
+        yield model
+    finally:
+        for layer, value in zip(layers, previous):
+            layer.forward_mode.assign(value)
+
+
 def posterior_mean(model):
     """Within the block, every Bayesian layer of `model` uses its posterior-mean weights.
 
@@ -66,15 +81,25 @@ def posterior_mean(model):
         with tfbdl.posterior_mean(model):
             probs = model.predict(x)
     """
-    layers = _require_bayesian_layers(model)
-    previous = [layer.use_posterior_mean for layer in layers]
-    for layer in layers:
-        layer.posterior_mean_mode.assign(True)
-    try:
-        yield model
-    finally:
-        for layer, value in zip(layers, previous):
-            layer.posterior_mean_mode.assign(value)
+    return _forward_mode(model, POSTERIOR_MEAN, replaces=(ESTIMATOR, ONE_SAMPLE_PER_BATCH))
+
+
+def one_sample_per_batch(model):
+    """Within the block, each stochastic Bayesian layer of `model` draws one weight sample
+    W ~ q(W) per forward pass, shared by the batch: one matmul or convolution per layer,
+    whatever its estimator (Flipout and local reparameterization need two).
+
+    Each example's weights are still distributed as q(W), so every per-example predictive
+    quantity (mean, std, entropy, mutual information over passes) has the same distribution
+    as under the layers' own estimators; only examples of one batch now share their
+    weights. That is what `tfbdl.predict` uses by default; it is not what training wants
+    (gradients of a shared sample are correlated across the batch). Layers inside a
+    `posterior_mean` block stay deterministic.
+
+        with tfbdl.one_sample_per_batch(model):
+            probs = model.predict(x)       # one posterior draw for the whole batch
+    """
+    return _forward_mode(model, ONE_SAMPLE_PER_BATCH, replaces=(ESTIMATOR,))
 
 
 def layer_kl_losses(model):

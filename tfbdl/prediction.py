@@ -12,9 +12,17 @@ example, without ever holding all S predictions (unless `return_samples=True`):
 
 The running sums use Welford's update (numerically stable variance). All S passes for one
 batch run inside one traced `tf.function` (a `tf.while_loop`, optionally XLA-compiled),
-so a pass costs no Python. A loop, not a tiled batch: each iteration draws fresh weights,
-which is right for every estimator (a tiled batch would share one reparameterization
-sample). `num_samples=0` is one deterministic pass with the posterior-mean weights.
+so a pass costs no Python. A loop, not a tiled batch: each iteration draws fresh weights.
+
+By default (`sampling="per_batch"`) each pass draws one weight sample for the whole batch
+(`tfbdl.one_sample_per_batch`): one matmul or convolution per layer, where Flipout and
+local reparameterization spend two. Under every estimator each example's weights are
+distributed as q(W), so the per-example quantities above have the same distribution
+either way (tests/test_prediction_sampling.py checks it against the Monte Carlo standard
+error); `sampling="estimator"` keeps the layers' training estimators. Only `samples`
+(with `return_samples=True`) differ jointly: within a batch, one pass is then one
+posterior draw of the whole function. `num_samples=0` is one deterministic pass with the
+posterior-mean weights.
 
     result = tfbdl.predict(model, x_test, num_samples=100)
     result.mean.shape, result.mutual_information.shape   # (N, C), (N,)
@@ -30,12 +38,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfbdl import _keras_internals
-from tfbdl._validation import probability_sum_tolerance
-from tfbdl.model_tools import bayesian_layers, posterior_mean
+from tfbdl._validation import integer, probability_sum_tolerance
+from tfbdl.model_tools import bayesian_layers, one_sample_per_batch, posterior_mean
 
 __all__ = ["predict", "PredictiveResult", "OUTPUTS"]
 
 OUTPUTS = ("probabilities", "logits", "regression")
+SAMPLING = ("per_batch", "estimator")
 
 # model -> {key: traced step}. The steps hold only a weak reference to their model.
 _STEPS = weakref.WeakKeyDictionary()
@@ -206,13 +215,6 @@ def detect_output(model):
     )
 
 
-def _check_int(value, argument, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
-            f"predict: `{argument}` must be an integer >= {minimum}, got {argument}={value!r}."
-        )
-
-
 def _declared_inputs(model):
     """The model's symbolic inputs, or None for a subclassed model that declares none."""
     try:
@@ -333,6 +335,7 @@ def predict(
     progress=True,
     jit_compile=False,
     steps=None,
+    sampling="per_batch",
 ):
     """Posterior predictive summary of `model` on `x` from `num_samples` stochastic passes.
 
@@ -356,6 +359,10 @@ def predict(
         jit_compile: XLA-compile the per-batch sampling loop.
         steps: use only this many batches of `x` (as in `keras.Model.predict`); needed
             for an infinite (repeated) dataset, which is refused without it.
+        sampling: "per_batch" (default): each pass draws one weight sample shared by the
+            batch, one linear op per layer; "estimator": each layer's own estimator
+            (Flipout's per-example perturbations, ...), about twice the cost. Per-example
+            results have the same distribution (module docstring).
 
     Returns:
         A `PredictiveResult` (see its docstring and the module docstring for the math).
@@ -365,22 +372,24 @@ def predict(
         >>> result.predicted_class, result.mutual_information
     """
     stochastic_layers = bayesian_layers(model)  # also checks that `model` is a Keras model
-    _check_int(num_samples, "num_samples", 0)
-    _check_int(batch_size, "batch_size", 1)
+    integer(num_samples, "num_samples", "predict", 0)
+    integer(batch_size, "batch_size", "predict", 1)
     if steps is not None:
-        _check_int(steps, "steps", 1)
+        integer(steps, "steps", "predict", 1)
     if output == "auto":
         output = detect_output(model)
     elif output not in OUTPUTS:
         raise ValueError(
             f"predict: `output` must be 'auto' or one of {OUTPUTS}, got output={output!r}."
         )
+    if sampling not in SAMPLING:
+        raise ValueError(f"predict: `sampling` must be one of {SAMPLING}, got sampling={sampling!r}.")
     batches, num_batches = _batches(model, x, batch_size, steps)
 
-    deterministic = num_samples == 0
-    mode = (
-        posterior_mean(model) if deterministic and stochastic_layers else contextlib.nullcontext()
-    )
+    if not stochastic_layers or (num_samples > 0 and sampling == "estimator"):
+        mode = contextlib.nullcontext()
+    else:
+        mode = posterior_mean(model) if num_samples == 0 else one_sample_per_batch(model)
     with mode:
         step = _cached_step(model, output, max(num_samples, 1), return_samples, jit_compile)
         parts, samples, offset = [], [], 0

@@ -31,8 +31,9 @@ import logging
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
+
+from tfbdl import _validation
 
 __all__ = ["strategy", "mixed_precision", "seed"]
 
@@ -194,9 +195,7 @@ def seed(n):
         >>> tfbdl.runtime.seed(1234)
         >>> model = build_model()       # same initial weights, noise and shuffling every run
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 2**32:
-        raise ValueError(f"seed: `n` must be an integer in [0, 2**32), got n={n!r}.")
-    n = int(n)
+    n = _validation.integer(n, "n", "seed", 0, 2**32)
     keras.utils.set_random_seed(n)
     tf.config.experimental.enable_op_determinism()
     logger.info("tfbdl.runtime: seeded Python, NumPy and TensorFlow with %d; op determinism on", n)

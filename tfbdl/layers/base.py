@@ -16,8 +16,19 @@ layer, and holds `UNSET_KL_WEIGHT` (< 0) until a weight is set, in which case th
 (weight 1) is used with a warning. Loading weights fills an unset weight and keeps a set
 one: the N stated for the current data wins over the one a file was saved with.
 
-The posterior-mean switch (`tfbdl.posterior_mean`) is a variable too, read by a `tf.cond`
-in the forward pass, so switching modes needs no retracing (and is safe inside `fit`).
+The forward mode is a variable too, read by a `tf.switch_case` in the forward pass, so
+switching modes needs no retracing (and is safe inside `fit`):
+
+    ESTIMATOR                 the class's estimator (Flipout, reparameterization, ...): training
+    POSTERIOR_MEAN            the posterior means, deterministic (`tfbdl.posterior_mean`)
+    ONE_SAMPLE_PER_BATCH      one weight sample W ~ q shared by the batch, one linear op
+                              (`tfbdl.one_sample_per_batch`; what `tfbdl.predict` uses)
+
+Under every estimator each example's weights are distributed as q(W), so per-example
+predictive quantities have the same distribution in ESTIMATOR and ONE_SAMPLE_PER_BATCH
+modes; only the correlation between examples of a batch differs, which no per-example
+summary sees. Flipout's second linear op (and local reparameterization's variance op)
+buy decorrelated gradients, which prediction does not need.
 """
 
 import warnings
@@ -28,8 +39,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfbdl import _keras_internals, elbo, posteriors, priors
+from tfbdl.layers import estimators
 
 UNSET_KL_WEIGHT = -1.0
+ESTIMATOR, POSTERIOR_MEAN, ONE_SAMPLE_PER_BATCH = 0, 1, 2  # forward modes (module docstring)
 _WARNED_UNSET_KL_WEIGHT = weakref.WeakSet()  # models (or lone layers) already warned
 
 
@@ -103,8 +116,8 @@ class BayesianLayer:
         self.posterior = posterior
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # Not a Keras weight: the inference mode is not saved with the model.
-        self.posterior_mean_mode = tf.Variable(False, trainable=False, name="posterior_mean_mode")
+        # Not a Keras weight: the forward mode is not saved with the model.
+        self.forward_mode = tf.Variable(ESTIMATOR, trainable=False, dtype=tf.int32, name="forward_mode")
         self.kl_weight = self.add_weight(
             name="kl_weight", shape=(), trainable=False, dtype="float32",
             initializer=keras.initializers.Constant(UNSET_KL_WEIGHT),
@@ -191,7 +204,7 @@ class BayesianLayer:
     def use_posterior_mean(self):
         """True while `tfbdl.posterior_mean` makes this layer use its posterior-mean weights."""
         with tf.init_scope():
-            return bool(self.posterior_mean_mode.numpy())
+            return int(self.forward_mode.numpy()) == POSTERIOR_MEAN
 
     # ------------------------------------------------------------------ forward pass
 
@@ -204,7 +217,7 @@ class BayesianLayer:
         # integer inputs are promoted to it as `keras.layers.Dense` promotes them.
         inputs = tf.cast(inputs, self.compute_dtype)
         kernel_seed, kernel_kl_seed, bias_seed, bias_kl_seed = self._next_seeds(4)
-        use_mean = tf.convert_to_tensor(self.posterior_mean_mode)
+        mode = tf.convert_to_tensor(self.forward_mode)
 
         # Each branch reads mu and sigma once, shared by the estimator and the KL (see
         # `snapshot`). The reads stay inside the branches: TensorFlow cannot differentiate a
@@ -221,11 +234,18 @@ class BayesianLayer:
             outputs, sample = self.estimator(inputs, kernel, kernel_seed)
             return outputs, _weight_kl(kernel, self.kernel_prior_term, sample, kernel_kl_seed)
 
-        outputs, kl = tf.cond(use_mean, kernel_mean, kernel_estimate)
+        def kernel_sample_per_batch():
+            kernel = self.kernel_posterior.snapshot()
+            outputs, sample = estimators.reparameterization(self, inputs, kernel, kernel_seed)
+            return outputs, _weight_kl(kernel, self.kernel_prior_term, sample, kernel_kl_seed)
 
-        if self.bias_posterior is not None:
+        branches = {ESTIMATOR: kernel_estimate, POSTERIOR_MEAN: kernel_mean,
+                    ONE_SAMPLE_PER_BATCH: kernel_sample_per_batch}
+        outputs, kl = tf.switch_case(mode, [branches[key] for key in sorted(branches)])
+
+        if self.bias_posterior is not None:  # sampled once per batch unless in POSTERIOR_MEAN mode
             bias, bias_kl = tf.cond(
-                use_mean,
+                tf.equal(mode, POSTERIOR_MEAN),
                 lambda: self._bias_and_kl(None, bias_kl_seed),
                 lambda: self._bias_and_kl(bias_seed, bias_kl_seed),
             )
