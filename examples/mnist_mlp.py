@@ -28,8 +28,20 @@ e_c the errors among the n_c test images of true class c (scipy.stats.chisquare;
 statistic, large p-value: errors spread evenly, in proportion to the class sizes).
 
 Hyperparameters (prior scales, posterior initial scale, learning rate, epochs, warm-up)
-were chosen on a 5 000-image validation split carved from the training set
+are chosen on a 5 000-image validation split carved from the training set
 (`--validation-size`), never on the test set; validation scores are in metrics.json.
+Screening on validation (2026-12-03, 10 epochs, Adam 1e-3 cosine, posterior sigma_0 = 1e-3,
+2-epoch warm-up; accuracy / NLL / final negative ELBO per example):
+
+    Gaussian N(0, 1)                        97.9% / 0.070 / 94.1  (KL 94: sigma still near sigma_0)
+    Gaussian N(0, 0.1^2)                    96.2% / 0.135 / 41.2
+    hierarchical, a = 1, one tau per layer  95.5% / 0.161 / 34.3  (tau 0.074 / 0.074 / 0.086)
+    hierarchical, a = 1, tau per unit       95.4% / 0.162 / 34.4
+    Gaussian "radford" (s = 1/sqrt(fan_in)) 89.9% / 0.38 / 1.0 after 13 of 20 epochs (KL collapsed)
+
+The better the ELBO, the lower the accuracy: with a mean-field posterior, the KL of an
+800-wide layer is paid per weight, and the honest 1/N weighting prefers a heavily pruned,
+noisy network to an accurate one. The defaults are the validation-best settings.
 
     python examples/mnist_mlp.py --prior both
     tensorboard --logdir tensorboard_logs/mnist_mlp
@@ -123,7 +135,7 @@ def parse_args(argv=None):
     parser = common.parser("mnist_mlp", __doc__)
     parser.add_argument("--prior", choices=PRIORS + ("both",), default="hierarchical")
     parser.add_argument("--per-unit", action="store_true", help="hierarchical: one tau per output unit")
-    mnist_cnn.add_training_arguments(parser, epochs=20, learning_rate=1e-3, scale="radford",
+    mnist_cnn.add_training_arguments(parser, epochs=20, learning_rate=1e-3, scale=1.0,
                                      initial_scale=1e-3, warmup_epochs=2)
     return parser.parse_args(argv)
 
