@@ -228,19 +228,16 @@ class BayesianLayer:
             outputs = self.linear(inputs, tf.cast(kernel.loc, inputs.dtype))
             return outputs, _weight_kl(kernel, self.kernel_prior_term, None, kernel_kl_seed)
 
-        def kernel_estimate():
-            kernel = self.kernel_posterior.snapshot()
-            # `estimator` is a plain function stored on the class, so it is bound: it gets `self`.
-            outputs, sample = self.estimator(inputs, kernel, kernel_seed)
-            return outputs, _weight_kl(kernel, self.kernel_prior_term, sample, kernel_kl_seed)
+        def kernel_estimate_with(estimator):
+            def branch():
+                kernel = self.kernel_posterior.snapshot()
+                outputs, sample = estimator(self, inputs, kernel, kernel_seed)
+                return outputs, _weight_kl(kernel, self.kernel_prior_term, sample, kernel_kl_seed)
+            return branch
 
-        def kernel_sample_per_batch():
-            kernel = self.kernel_posterior.snapshot()
-            outputs, sample = estimators.reparameterization(self, inputs, kernel, kernel_seed)
-            return outputs, _weight_kl(kernel, self.kernel_prior_term, sample, kernel_kl_seed)
-
-        branches = {ESTIMATOR: kernel_estimate, POSTERIOR_MEAN: kernel_mean,
-                    ONE_SAMPLE_PER_BATCH: kernel_sample_per_batch}
+        # `estimator` is a plain function stored on the class: read from the class, it is unbound.
+        branches = {ESTIMATOR: kernel_estimate_with(type(self).estimator), POSTERIOR_MEAN: kernel_mean,
+                    ONE_SAMPLE_PER_BATCH: kernel_estimate_with(estimators.reparameterization)}
         outputs, kl = tf.switch_case(mode, [branches[key] for key in sorted(branches)])
 
         if self.bias_posterior is not None:  # sampled once per batch unless in POSTERIOR_MEAN mode
