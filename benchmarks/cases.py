@@ -69,13 +69,14 @@ def _scaled_tfp_kl(posterior, prior, _sample):
 
 def build_model(case):
     """The case's model: "mlp" (784-800-800-10), "cnn" (the MNIST CNN) or "square"
-    (one width x width layer). Every dense/conv layer comes from the case's library."""
+    (one width x width layer). Every dense/conv layer comes from the case's library; the
+    hidden layers use case["activation"] (default tanh)."""
     keras, dense, conv = layer_classes(case["library"], case.get("estimator"))
-    kind = case["kind"]
+    kind, activation = case["kind"], case.get("activation", "tanh")
     if kind == "mlp":
         widths = case.get("widths", (784, 800, 800, 10))
         layers = [keras.Input((widths[0],))]
-        layers += [dense(units, activation="tanh") for units in widths[1:-1]]
+        layers += [dense(units, activation=activation) for units in widths[1:-1]]
         layers.append(dense(widths[-1]))
     elif kind == "cnn":
         if conv is None:
@@ -83,12 +84,12 @@ def build_model(case):
         filters, units = case.get("filters", 32), case.get("units", 256)
         layers = [
             keras.Input((28, 28, 1)),
-            conv(filters, 5, activation="tanh"),
+            conv(filters, 5, activation=activation),
             keras.layers.MaxPooling2D(2),
-            conv(filters, 5, activation="tanh"),
+            conv(filters, 5, activation=activation),
             keras.layers.MaxPooling2D(2),
             keras.layers.Flatten(),
-            dense(units, activation="tanh"),
+            dense(units, activation=activation),
             dense(10),
         ]
     elif kind == "square":
@@ -111,13 +112,13 @@ def synthetic_batch(model, batch_size, seed=0):
     return tf.constant(x), tf.constant(rng.integers(0, outputs, batch_size, dtype=np.int32))
 
 
-def training_step(model, keras):
-    """A traced step: cross-entropy + the model's (KL) losses, gradients, Adam update."""
-    optimizer = keras.optimizers.Adam(1e-3)
+def training_step(model, keras, learning_rate=1e-3, strategy=None):
+    """A traced step: cross-entropy + the model's (KL) losses, gradients, Adam update; run
+    by `strategy.run` when a strategy is given (its variables must be built in its scope)."""
+    optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(model.trainable_variables)
 
-    @tf.function
-    def step(x, y):
+    def replica_step(x, y):
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
@@ -127,17 +128,21 @@ def training_step(model, keras):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
+    @tf.function(reduce_retracing=True)  # one more trace at most, for an epoch's smaller last batch
+    def step(x, y):
+        return replica_step(x, y) if strategy is None else strategy.run(replica_step, args=(x, y))
+
     return step
 
 
 class TimedCase:
     """A built model and its traced step, timed by `time(warmup, steps)`."""
 
-    def __init__(self, case):
+    def __init__(self, case, strategy=None):
         keras = layer_classes(case["library"], case.get("estimator"))[0]
         keras.utils.set_random_seed(0)
         self.model = build_model(case)
-        self.step = training_step(self.model, keras)
+        self.step = training_step(self.model, keras, strategy=strategy)
         self.batch = synthetic_batch(self.model, case["batch"])
 
     def time(self, warmup, steps):

@@ -2,6 +2,11 @@
 
     python -m benchmarks.run            # full run, writes benchmarks/RESULTS.md + scaling.png
     python -m benchmarks.run --quick    # every case, few steps and sizes (about 2 minutes)
+    python -m benchmarks.run --time-to-accuracy [its options]  # = python -m benchmarks.time_to_accuracy
+
+On a machine with a GPU the cases run on /gpu:0 (memory growth on, float32 like the
+tfp.layers peers) and the results go to a separate folder (benchmarks/gpu/ for a full run,
+build/benchmarks-quick-gpu/ otherwise), so CPU and GPU results never overwrite each other.
 
 Timing: median wall time of a training step (forward, backward, Adam update; warm-up steps
 excluded) per repeat; the reported time is the median over repeats, and each repeat runs
@@ -204,7 +209,10 @@ def run(config, out_dir, preset, progress=print):
     workers = (Worker(legacy_keras=False), Worker(legacy_keras=True))
     try:
         results["memory"] = measure_memory(config, progress)
-        results["versions"] = {**workers[1].request(op="versions"), **workers[0].request(op="versions")}
+        versions = {**workers[1].request(op="versions"), **workers[0].request(op="versions")}
+        results["device"] = versions.pop("device")
+        results["versions"] = versions
+        progress(f"cases run on {results['device']}")
         cases = speed_cases(config)
         results["cases"] = dict(cases)
         results["step_seconds"], results["step_cpu_seconds"] = time_cases(cases, workers, config, progress)
@@ -223,16 +231,39 @@ def run(config, out_dir, preset, progress=print):
     return results
 
 
+def has_gpu():
+    """Whether TensorFlow sees a GPU (asked in a child process: this one stays free of TF)."""
+    command = [sys.executable, "-c", "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"]
+    found = subprocess.run(command, capture_output=True, text=True, check=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return int(found.stdout.split()[-1]) > 0
+
+
+def default_out_dir(preset, gpu):
+    """benchmarks/ (full run) or build/benchmarks-quick/, with a gpu/ or -gpu variant on a GPU."""
+    if preset == "full":
+        return ROOT / "benchmarks" / "gpu" if gpu else ROOT / "benchmarks"
+    return ROOT / "build" / ("benchmarks-quick-gpu" if gpu else "benchmarks-quick")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few steps, repeats and sizes (about 2 minutes)")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny models, to check the harness end to end (the test suite uses it)")
     parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="output folder (default: benchmarks/ for a full run, build/benchmarks-quick/ otherwise)")
-    args = parser.parse_args(argv)
+                        help="output folder (default: benchmarks/ for a full run, build/benchmarks-quick/ "
+                             "otherwise; with a GPU benchmarks/gpu/ and build/benchmarks-quick-gpu/)")
+    parser.add_argument("--time-to-accuracy", action="store_true",
+                        help="run benchmarks.time_to_accuracy instead, with the remaining options")
+    args, rest = parser.parse_known_args(argv)
+    if args.time_to_accuracy:  # its own process, so this module and it import nothing of each other's
+        command = [sys.executable, "-m", "benchmarks.time_to_accuracy", *rest]
+        raise SystemExit(subprocess.run(command, cwd=ROOT).returncode)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     preset = "tiny" if args.tiny else "quick" if args.quick else "full"
-    out_dir = args.out or (ROOT / "benchmarks" if preset == "full" else ROOT / "build" / "benchmarks-quick")
+    out_dir = args.out or default_out_dir(preset, has_gpu())
     run({"full": FULL, "quick": QUICK, "tiny": TINY}[preset], out_dir, preset)
     print(f"Wrote {out_dir / 'RESULTS.md'}")
 

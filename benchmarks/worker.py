@@ -4,7 +4,8 @@
     python -m benchmarks.worker memory CASE    # one peak-memory measurement, fresh process
 
 Requests (one JSON object per line): {"op": "time", "case": {...}, "warmup": w, "steps": n}
--> {"times": [...]}; {"op": "predict", ...} -> prediction times; {"op": "versions"}. Models
+-> {"times": [...]}; {"op": "predict", ...} -> prediction times; {"op": "versions"} -> the
+library versions and the device the cases run on (/gpu:0 when there is a GPU, else /cpu:0). Models
 stay built between requests, so the runner can interleave repeats across workers.
 """
 
@@ -37,11 +38,38 @@ def versions():
     return found
 
 
+def gpu_names():
+    import tensorflow as tf
+
+    return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def device_strategy():
+    """(device name, strategy): one-device on /gpu:0 when there is a GPU, else TensorFlow's
+    default strategy on /cpu:0.
+
+    Call it before anything runs: `tfbdl.runtime.strategy` turns on memory growth of every
+    GPU first, so the runner's two worker processes can share one GPU.
+    """
+    import tensorflow as tf
+
+    import tfbdl
+
+    gpus = tf.config.list_physical_devices("GPU")
+    device = "/gpu:0" if gpus else "/cpu:0"
+    strategy = tfbdl.runtime.strategy([device] if gpus else "cpu")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device += f" ({details.get('device_name', 'GPU')})"
+    return device, strategy
+
+
 def serve():
     from benchmarks import cases
 
     # Import the libraries now, while the runner measures memory, not during the first timing.
     legacy = os.environ.get("TF_USE_LEGACY_KERAS") == "1"
+    device, strategy = device_strategy()
     cases.layer_classes("tfp" if legacy else "tfbdl", "Flipout")
     built = {}
     for line in sys.stdin:
@@ -50,7 +78,8 @@ def serve():
         if op == "time":
             key = json.dumps(request["case"], sort_keys=True)
             if key not in built:
-                built[key] = cases.TimedCase(request["case"])
+                with strategy.scope():
+                    built[key] = cases.TimedCase(request["case"], strategy)
             reply({"times": built[key].time(request["warmup"], request["steps"])})
         elif op == "predict":
             import tfbdl
@@ -60,7 +89,7 @@ def serve():
                 images, request["num_samples"], request["batch_size"], request["repeats"]
             ))
         elif op == "versions":
-            reply(versions())
+            reply({**versions(), "device": device})
         else:
             raise ValueError(f"Unknown request op={op!r}.")
 

@@ -50,8 +50,27 @@ def test_report_has_every_table_and_the_scaling_plot(tiny_run):
         assert (floor_cell == "") == (floor is None), row
     assert results["machine"]["cores"] == os.cpu_count()
     assert {"tensorflow", "keras", "tensorflow-probability", "tf-keras"} <= set(results["versions"])
+    assert results["device"] == ("/cpu:0" if not run.has_gpu() else results["device"])
+    assert f"cases run on\n  {results['device']}." in text
     image = plt.imread(out_dir / "scaling.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_gpu_results_go_to_their_own_folders():
+    assert run.default_out_dir("full", gpu=False) == run.ROOT / "benchmarks"
+    assert run.default_out_dir("full", gpu=True) == run.ROOT / "benchmarks" / "gpu"
+    assert run.default_out_dir("quick", gpu=False).name == "benchmarks-quick"
+    assert run.default_out_dir("quick", gpu=True).name == "benchmarks-quick-gpu"
+
+
+def test_time_to_accuracy_is_reachable_through_the_runner(capfd):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--time-to-accuracy", "--help"])
+    assert exit_info.value.code == 0
+    assert "python -m benchmarks.time_to_accuracy" in capfd.readouterr().out
+    with pytest.raises(SystemExit):
+        run.main(["--quick", "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capfd.readouterr().err
 
 
 def test_the_floor_layers_have_two_kernels_and_sum_two_linear_ops():
