@@ -2,7 +2,8 @@
 
 The study of Wiecki 2018, "Hierarchical Bayesian Neural Networks with Informative Priors",
 with Keras 3 and tfbdl's grouped layers. 18 groups; each group's two moons (noise 0.3) are
-rotated by its own angle, the angles spread evenly over [-max_angle, max_angle]; 50
+rotated by its own angle, drawn as in the study from N(0, angle_sd^2) degrees (angle_sd 90,
+so the groups cover the whole circle, many turned by more than 90 degrees); 50
 training points per group and a held-out test set per group. A 2-hidden-layer tanh
 network (Flipout, N(0, 1) priors, Bayesian biases) in four variants:
 
@@ -52,7 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-per-group", type=int, default=50)
     parser.add_argument("--test-per-group", type=int, default=200)
     parser.add_argument("--noise", type=float, default=0.3, help="moons noise")
-    parser.add_argument("--max-angle", type=float, default=90.0, help="angles spread over [-max, max] degrees")
+    parser.add_argument("--angle-sd", type=float, default=90.0,
+                        help="each group's rotation is drawn from N(0, sd^2) degrees (the study's 90)")
     parser.add_argument("--hidden", type=int, default=16, help="units per hidden layer")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -100,8 +102,13 @@ def stack_groups(groups):
     return stack(0), stack(1)
 
 
+def draw_angles(args, count, seed):
+    """`count` rotations in degrees, N(0, angle_sd^2) as in Wiecki 2018 (`np.random.randn() * 90`)."""
+    return np.random.default_rng(seed).normal(0.0, args.angle_sd, count)
+
+
 def make_data(args, seed):
-    angles = np.linspace(-args.max_angle, args.max_angle, args.groups)
+    angles = draw_angles(args, args.groups, seed)
     groups = [moons_group(angle, args.train_per_group, args.test_per_group, args.noise, seed * 1000 + k)
               for k, angle in enumerate(angles)]
     return angles, stack_groups(groups)
@@ -172,8 +179,7 @@ def group_accuracies(model, test, num_groups):
 
 def fewshot(args, seed, hierarchical, logdir):
     """Accuracy on new groups from few points: informed by the population vs from scratch."""
-    rng = np.random.default_rng(seed + 7919)
-    angles = rng.uniform(-args.max_angle, args.max_angle, args.fewshot_groups)
+    angles = draw_angles(args, args.fewshot_groups, seed + 7919)
     groups = [moons_group(angle, args.fewshot_points, args.test_per_group, args.noise, seed * 1000 + 500 + k)
               for k, angle in enumerate(angles)]
     train, test = stack_groups(groups)
@@ -290,7 +296,7 @@ def run_seed(args, seed, output_dir, logdir):
 def summarize(args, runs, taus):
     metrics = {"seeds": ",".join(map(str, args.seeds)), "groups": args.groups,
                "train_per_group": args.train_per_group, "test_per_group": args.test_per_group,
-               "noise": args.noise, "max_angle": args.max_angle, "hidden": args.hidden, "epochs": args.epochs,
+               "noise": args.noise, "angle_sd": args.angle_sd, "hidden": args.hidden, "epochs": args.epochs,
                "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                "fewshot_points": args.fewshot_points, "fewshot_groups": args.fewshot_groups}
     for key in runs[0]:
