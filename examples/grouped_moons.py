@@ -55,6 +55,8 @@ def parse_args(argv=None):
     parser.add_argument("--noise", type=float, default=0.3, help="moons noise")
     parser.add_argument("--angle-sd", type=float, default=90.0,
                         help="each group's rotation is drawn from N(0, sd^2) degrees (the study's 90)")
+    parser.add_argument("--spread", type=float, default=1.0,
+                        help="hierarchical: scale a of the hyperprior tau ~ HalfNormal(a)")
     parser.add_argument("--hidden", type=int, default=16, help="units per hidden layer")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -126,7 +128,7 @@ def _network(features, group, layer, hidden, seed):
     return h
 
 
-def build_model(name, num_groups, hidden, seed, kernel_prior=None, bias_prior=None):
+def build_model(name, num_groups, hidden, seed, spread=1.0):
     """One of MODELS as a keras.Model([x, group]) (pooled/onehot ignore or encode the group)."""
     x, group = keras.Input((2,), name="x"), keras.Input((), dtype="int32", name="group")
     gaussian = tfbdl.priors.Gaussian(1.0)
@@ -137,11 +139,13 @@ def build_model(name, num_groups, hidden, seed, kernel_prior=None, bias_prior=No
             u, activation=a, bias_prior=gaussian, seed=s), hidden, seed)
     else:
         pooling = name == "hierarchical"
+
+        def prior():
+            return (tfbdl.layers.GroupedHierarchical(spread=tfbdl.priors.HalfNormalHierarchical(spread))
+                    if pooling else gaussian)
+
         y = _network(x, group, lambda u, a, s: tfbdl.layers.GroupedDenseFlipout(
-            u, num_groups, activation=a, seed=s,
-            prior=(kernel_prior or tfbdl.layers.GroupedHierarchical()) if pooling else gaussian,
-            bias_prior=(bias_prior or tfbdl.layers.GroupedHierarchical()) if pooling else gaussian),
-            hidden, seed)
+            u, num_groups, activation=a, seed=s, prior=prior(), bias_prior=prior()), hidden, seed)
     return keras.Model([x, group], y, name=name)
 
 
@@ -273,7 +277,7 @@ def run_seed(args, seed, output_dir, logdir):
     angles, (train, test) = make_data(args, seed)
     metrics, models = {}, {}
     for name in args.models:
-        model = build_model(name, args.groups, args.hidden, seed)
+        model = build_model(name, args.groups, args.hidden, seed, args.spread)
         seconds = fit(model, train, args, args.epochs, args.batch_size, logdir / name / f"seed{seed}")
         accuracy = group_accuracies(model, test, args.groups)
         metrics[f"test_accuracy_{name}"] = float(accuracy.mean())
@@ -296,7 +300,7 @@ def run_seed(args, seed, output_dir, logdir):
 def summarize(args, runs, taus):
     metrics = {"seeds": ",".join(map(str, args.seeds)), "groups": args.groups,
                "train_per_group": args.train_per_group, "test_per_group": args.test_per_group,
-               "noise": args.noise, "angle_sd": args.angle_sd, "hidden": args.hidden, "epochs": args.epochs,
+               "noise": args.noise, "angle_sd": args.angle_sd, "spread": args.spread, "hidden": args.hidden, "epochs": args.epochs,
                "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                "fewshot_points": args.fewshot_points, "fewshot_groups": args.fewshot_groups}
     for key in runs[0]:
