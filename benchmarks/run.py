@@ -247,6 +247,11 @@ def default_out_dir(preset, gpu):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--time-to-accuracy" in argv:  # every other option is the time-to-accuracy run's own
+        rest = [arg for arg in argv if arg != "--time-to-accuracy"]
+        command = [sys.executable, "-m", "benchmarks.time_to_accuracy", *rest]
+        raise SystemExit(subprocess.run(command, cwd=ROOT).returncode)  # its own process: no import cycle
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few steps, repeats and sizes (about 2 minutes)")
     parser.add_argument("--tiny", action="store_true",
@@ -255,13 +260,8 @@ def main(argv=None):
                         help="output folder (default: benchmarks/ for a full run, build/benchmarks-quick/ "
                              "otherwise; with a GPU benchmarks/gpu/ and build/benchmarks-quick-gpu/)")
     parser.add_argument("--time-to-accuracy", action="store_true",
-                        help="run benchmarks.time_to_accuracy instead, with the remaining options")
-    args, rest = parser.parse_known_args(argv)
-    if args.time_to_accuracy:  # its own process, so this module and it import nothing of each other's
-        command = [sys.executable, "-m", "benchmarks.time_to_accuracy", *rest]
-        raise SystemExit(subprocess.run(command, cwd=ROOT).returncode)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+                        help="run benchmarks.time_to_accuracy instead; every other option is passed to it")
+    args = parser.parse_args(argv)
     preset = "tiny" if args.tiny else "quick" if args.quick else "full"
     out_dir = args.out or default_out_dir(preset, has_gpu())
     run({"full": FULL, "quick": QUICK, "tiny": TINY}[preset], out_dir, preset)

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import subprocess
 
 import matplotlib.pyplot as plt
 import pytest
@@ -63,11 +64,18 @@ def test_gpu_results_go_to_their_own_folders():
     assert run.default_out_dir("quick", gpu=True).name == "benchmarks-quick-gpu"
 
 
-def test_time_to_accuracy_is_reachable_through_the_runner(capfd):
+def test_time_to_accuracy_is_reachable_through_the_runner(capfd, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         run.main(["--time-to-accuracy", "--help"])
     assert exit_info.value.code == 0
     assert "python -m benchmarks.time_to_accuracy" in capfd.readouterr().out
+    forwarded = []
+    monkeypatch.setattr(run.subprocess, "run", lambda command, cwd: forwarded.append(command) or
+                        subprocess.CompletedProcess(command, 0))
+    with pytest.raises(SystemExit):
+        run.main(["--seeds", "0", "--time-to-accuracy", "--out", "somewhere"])
+    assert forwarded[0][1:] == ["-m", "benchmarks.time_to_accuracy", "--seeds", "0", "--out", "somewhere"]
+    monkeypatch.undo()
     with pytest.raises(SystemExit):
         run.main(["--quick", "--no-such-option"])
     assert "unrecognized arguments: --no-such-option" in capfd.readouterr().err
