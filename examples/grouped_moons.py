@@ -22,7 +22,19 @@ against from scratch (N(0, 1), Glorot start); both as independent networks per n
 
 Every model is trained on the same budget (Adam 0.01, --epochs, batch 100) with the honest
 per-example ELBO, NLL + KL / N (N = the number of training points the model sees). The
-settings were fixed before any run; nothing was tuned on the test groups.
+settings were fixed before the first run; the checks since were made on other data draws
+(seeds 100-101), never on the reported seeds. Mean test accuracy over groups (2026-12-03):
+
+    angles evenly over [-90, 90], 300 epochs:      onehot 0.876, hierarchical 0.864
+    angles N(0, 90^2), 300 epochs:                 pooled 0.588, separate 0.822, onehot 0.866,
+                                                   hierarchical 0.847 (tau 0.53 / 0.58 / 0.21)
+    same, hyperprior HalfNormal(0.1) (--spread):   onehot 0.866, hierarchical 0.853 (tau 0.38 / 0.59 / 0.19)
+    same, 1000 epochs (seed 100):                  onehot 0.872, hierarchical 0.846 (tau 1.37 / 2.67 / 0.12)
+
+The longer the fit, the further the groups' first two layers drift apart (tau grows): the
+centred mean-field posterior lets each group's network settle in its own mode, so the
+hierarchy pools less than the one-hot network shares. A non-centred parameterization
+(w_g = w_pop + tau * eps_g) is the next thing to try.
 
     python examples/grouped_moons.py --help
     python examples/grouped_moons.py --seeds 0,1,2
