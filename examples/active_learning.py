@@ -70,9 +70,9 @@ def build_model(args, seed):
 
 def make_fit(args, logdir, final_labelled):
     """fit(model, x, y): `args.steps` Adam steps (rounded up to a multiple of the epochs) on
-    shuffled batches of the labelled set, in epochs of about `STEPS_PER_EPOCH` steps (so Keras' per-epoch overhead is paid ~10 times a round,
-    not once per pass over 20 images); the final round also writes TensorBoard and
-    PosteriorMonitor logs."""
+    shuffled batches of the labelled set, in Keras epochs of about `STEPS_PER_EPOCH` steps
+    (Keras' per-epoch work is paid ~10 times a round, not once per pass over 20 images);
+    the final round also writes TensorBoard and PosteriorMonitor logs."""
     def fit(model, x, y):
         batches = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).repeat()
                    .batch(args.batch_size))

@@ -83,6 +83,8 @@ def parse_args(argv=None):
     if unknown or "hierarchical" not in args.models.split(","):
         parser.error(f"--models must name models of {MODELS} including 'hierarchical', got {args.models!r}")
     args.models = args.models.split(",")
+    if not args.spread > 0 or not args.angle_sd >= 0:
+        parser.error(f"--spread must be > 0 and --angle-sd >= 0, got --spread {args.spread} --angle-sd {args.angle_sd}")
     for option in ("groups", "train_per_group", "test_per_group", "hidden", "epochs", "batch_size",
                    "fewshot_groups", "fewshot_points", "fewshot_epochs"):
         if getattr(args, option) < 1:
