@@ -38,7 +38,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import common
 import tfbdl
@@ -74,14 +73,11 @@ def make_fit(args, logdir, final_labelled):
     (Keras' per-epoch work is paid ~10 times a round, not once per pass over 20 images);
     the final round also writes TensorBoard and PosteriorMonitor logs."""
     def fit(model, x, y):
-        batches = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).repeat()
-                   .batch(args.batch_size))
-        epochs = math.ceil(args.steps / STEPS_PER_EPOCH)
         callbacks = []
         if len(x) >= final_labelled:
             callbacks = [keras.callbacks.TensorBoard(logdir), tfbdl.callbacks.PosteriorMonitor(logdir)]
-        return model.fit(batches, epochs=epochs, steps_per_epoch=math.ceil(args.steps / epochs),
-                         callbacks=callbacks, verbose=0)
+        return common.fit_steps(model, x, y, args.batch_size, args.steps,
+                                math.ceil(args.steps / STEPS_PER_EPOCH), callbacks=callbacks, verbose=0)
     return fit
 
 

@@ -11,6 +11,8 @@ import json
 import math
 import pathlib
 
+import tensorflow as tf
+
 from tfbdl.saving import atomic_path
 
 
@@ -23,6 +25,17 @@ def parser(name, doc):
     result.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     return result
+
+
+def fit_steps(model, inputs, y, batch_size, steps, epochs, **fit_options):
+    """`model.fit` for `steps` steps (rounded up to a multiple of `epochs`) on shuffled
+    batches of (inputs, y), reshuffled and repeated, in `epochs` Keras epochs.
+
+    On a few hundred examples a Keras epoch costs more than its steps (callbacks, logs, a
+    new iterator): this pays that cost `epochs` times, not once per pass over the data.
+    """
+    batches = tf.data.Dataset.from_tensor_slices((inputs, y)).shuffle(len(y)).repeat().batch(batch_size)
+    return model.fit(batches, epochs=epochs, steps_per_epoch=math.ceil(steps / epochs), **fit_options)
 
 
 def seed_list(text):

@@ -172,11 +172,9 @@ def fit(model, train, args, epochs, batch_size, logdir):
     callbacks = [keras.callbacks.TensorBoard(logdir),
                  tfbdl.callbacks.PosteriorMonitor(logdir, histogram_freq=5),
                  tfbdl.callbacks.TerminateOnNonFiniteELBO()]
-    batches = tf.data.Dataset.from_tensor_slices(((x, group), y)).shuffle(len(y)).repeat().batch(batch_size)
-    logged = math.ceil(epochs / PASSES_PER_LOG)
-    steps = math.ceil(epochs * math.ceil(len(y) / batch_size) / logged)
     start = time.perf_counter()
-    model.fit(batches, epochs=logged, steps_per_epoch=steps, verbose=args.verbose, callbacks=callbacks)
+    common.fit_steps(model, (x, group), y, batch_size, epochs * math.ceil(len(y) / batch_size),
+                     math.ceil(epochs / PASSES_PER_LOG), verbose=args.verbose, callbacks=callbacks)
     return time.perf_counter() - start
 
 

@@ -51,7 +51,7 @@ def test_report_has_every_table_and_the_scaling_plot(tiny_run):
         assert (floor_cell == "") == (floor is None), row
     assert results["machine"]["cores"] == os.cpu_count()
     assert {"tensorflow", "keras", "tensorflow-probability", "tf-keras"} <= set(results["versions"])
-    assert results["device"] == ("/cpu:0" if not run.has_gpu() else results["device"])
+    assert results["device"].startswith("/gpu:0 (" if run.has_gpu() else "/cpu:0")
     assert f"cases run on\n  {results['device']}." in text
     image = plt.imread(out_dir / "scaling.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100

@@ -31,10 +31,9 @@ import contextlib
 import threading
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tfbdl import priors
+from tfbdl import _validation, priors
 from tfbdl.layers import estimators
 from tfbdl.layers.base import BayesianLayer
 
@@ -195,12 +194,6 @@ class _TiledInitializer(keras.initializers.Initializer):
         return {"initializer": keras.saving.serialize_keras_object(self.initializer)}
 
 
-def _check_num_groups(num_groups):
-    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) or num_groups < 1:
-        raise ValueError(f"`num_groups` must be a positive integer, got num_groups={num_groups!r}.")
-    return int(num_groups)
-
-
 class GroupedBayesianDense(BayesianLayer, keras.layers.Dense):
     """`keras.layers.Dense` with one Bayesian kernel (and bias) per group; see the module docstring.
 
@@ -216,7 +209,7 @@ class GroupedBayesianDense(BayesianLayer, keras.layers.Dense):
     """
 
     def __init__(self, units, num_groups, prior=None, **kwargs):
-        self.num_groups = _check_num_groups(num_groups)
+        self.num_groups = _validation.integer(num_groups, "num_groups", type(self).__name__, 1)
         prior = priors.get(prior, "prior") or GroupedHierarchical()
         super().__init__(units, prior=prior, **kwargs)
         self._group_scope = threading.local()  # per thread: tf.distribute traces replicas in threads
