@@ -69,6 +69,8 @@ def parse_args(argv=None):
                         help="each group's rotation is drawn from N(0, sd^2) degrees (the study's 90)")
     parser.add_argument("--spread", type=float, default=1.0,
                         help="hierarchical: scale a of the hyperprior tau ~ HalfNormal(a)")
+    parser.add_argument("--parameterization", choices=("centred", "non_centred"), default="centred",
+                        help="hierarchical: w_g ~ N(w_pop, tau^2) fitted as is, or as w_pop + tau * eps_g")
     parser.add_argument("--hidden", type=int, default=16, help="units per hidden layer")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -142,7 +144,7 @@ def _network(features, group, layer, hidden, seed):
     return h
 
 
-def build_model(name, num_groups, hidden, seed, spread=1.0):
+def build_model(name, num_groups, hidden, seed, spread=1.0, parameterization="centred"):
     """One of MODELS as a keras.Model([x, group]) (pooled/onehot ignore or encode the group)."""
     x, group = keras.Input((2,), name="x"), keras.Input((), dtype="int32", name="group")
     gaussian = tfbdl.priors.Gaussian(1.0)
@@ -155,7 +157,8 @@ def build_model(name, num_groups, hidden, seed, spread=1.0):
         pooling = name == "hierarchical"
 
         def prior():
-            return (tfbdl.layers.GroupedHierarchical(spread=tfbdl.priors.HalfNormalHierarchical(spread))
+            return (tfbdl.layers.GroupedHierarchical(spread=tfbdl.priors.HalfNormalHierarchical(spread),
+                                                     parameterization=parameterization)
                     if pooling else gaussian)
 
         y = _network(x, group, lambda u, a, s: tfbdl.layers.GroupedDenseFlipout(
@@ -289,7 +292,7 @@ def run_seed(args, seed, output_dir, logdir):
     angles, (train, test) = make_data(args, seed)
     metrics, models = {}, {}
     for name in args.models:
-        model = build_model(name, args.groups, args.hidden, seed, args.spread)
+        model = build_model(name, args.groups, args.hidden, seed, args.spread, args.parameterization)
         seconds = fit(model, train, args, args.epochs, args.batch_size, logdir / name / f"seed{seed}")
         accuracy = group_accuracies(model, test, args.groups)
         metrics[f"test_accuracy_{name}"] = float(accuracy.mean())
@@ -312,7 +315,8 @@ def run_seed(args, seed, output_dir, logdir):
 def summarize(args, runs, taus):
     metrics = {"seeds": ",".join(map(str, args.seeds)), "groups": args.groups,
                "train_per_group": args.train_per_group, "test_per_group": args.test_per_group,
-               "noise": args.noise, "angle_sd": args.angle_sd, "spread": args.spread, "hidden": args.hidden, "epochs": args.epochs,
+               "noise": args.noise, "angle_sd": args.angle_sd, "spread": args.spread,
+               "parameterization": args.parameterization, "hidden": args.hidden, "epochs": args.epochs,
                "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                "fewshot_points": args.fewshot_points, "fewshot_groups": args.fewshot_groups}
     for key in runs[0]:

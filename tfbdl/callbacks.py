@@ -122,8 +122,8 @@ class KLAnnealing(keras.callbacks.Callback):
 
 
 def _variational_weights(layer):
-    """(loc, scale) of all of `layer`'s variational weights, flattened and concatenated."""
-    posteriors = [posterior for posterior, _ in layer.variational_weights().values()]
+    """(loc, scale) of all of `layer`'s stochastic weights, flattened and concatenated."""
+    posteriors = list(layer.weight_distributions().values())
     loc = tf.concat([tf.reshape(p.loc, [-1]) for p in posteriors], axis=0)
     scale = tf.concat([tf.reshape(p.scale(), [-1]) for p in posteriors], axis=0)
     return loc, scale

@@ -23,7 +23,7 @@ from tfbdl import _validation, sampling
 
 tfd = tfp.distributions
 
-__all__ = ["Posterior", "MeanFieldNormal", "NormalWeights", "get"]
+__all__ = ["Posterior", "MeanFieldNormal", "NormalTensors", "NormalWeights", "get"]
 
 
 def _softplus_inverse(x):
@@ -75,15 +75,17 @@ class NormalWeights:
         softplus costs about as much as a (128 x 800) @ (800 x 800) matmul
         (benchmarks/PROFILE.md).
         """
-        return _NormalSnapshot(self)
+        return NormalTensors(tf.convert_to_tensor(self.loc), self.scale())
 
 
-class _NormalSnapshot(NormalWeights):
-    """`NormalWeights` whose `loc` and `scale()` are tensors computed once (see `snapshot`)."""
+class NormalTensors(NormalWeights):
+    """A mean-field Normal given by tensors (loc, sigma) rather than variables: a read of
+    `NormalWeights` for one forward pass (`snapshot`), or the weights a reparameterized
+    prior derives from its variables (`tfbdl.priors.PriorTerm.weights`)."""
 
-    def __init__(self, weights):
-        super().__init__(tf.convert_to_tensor(weights.loc), weights.untransformed_scale)
-        self._scale = weights.scale()
+    def __init__(self, loc, scale):
+        super().__init__(loc, None)
+        self._scale = scale
 
     def scale(self):
         return self._scale

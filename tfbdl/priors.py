@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfbdl import _validation
+from tfbdl import _validation, sampling
 from tfbdl.posteriors import _softplus_inverse
 
 tfd = tfp.distributions
@@ -122,9 +122,21 @@ class PriorTerm:
     """One layer's prior over one weight tensor; `kl` returns a float32 scalar."""
 
     requires_sample = False
+    centred = True  # the variational variables are the weights (see `weights`)
 
     def kl(self, posterior, sample):
         raise NotImplementedError
+
+    def weights(self, posterior, seed=None):
+        """q of the layer's weights, from `posterior`, the snapshot of its variational variables.
+
+        For a centred prior (all built-in ones but the non-centred grouped hierarchy) the
+        variables are the weights and this returns `posterior`. A non-centred prior
+        (`centred = False`) learns other variables from which the weights follow; it returns
+        q(w | its shared draws at `seed`) for one forward pass, or, with `seed=None`, the
+        mean-field Normal with q(w)'s exact mean and standard deviation.
+        """
+        return posterior
 
     def summary(self):
         """Learned hyperparameters worth reporting (e.g. `{"tau": ...}`); empty by default."""
@@ -332,17 +344,32 @@ class HierarchicalKL(PriorTerm):
         m, s = self._tau_posterior()
         mu = tf.convert_to_tensor(posterior.loc)
         weights_kl = _normal_kl(mu, posterior.scale(), mu, m, tf.exp(-2.0 * m + 2.0 * s**2))
+        return weights_kl + self.tau_kl()
+
+    def tau_kl(self):
+        """KL(q(tau) || HalfNormal(a)), summed over the taus."""
+        m, s = self._tau_posterior()
         a = self.prior_scale
         entropy = m + 0.5 + tf.math.log(s) + 0.5 * math.log(2.0 * math.pi)
-        expected_log_prior = 0.5 * math.log(2.0 / math.pi) - math.log(a) - tf.exp(2.0 * m + 2.0 * s**2) / (2.0 * a**2)
-        tau_kl = tf.reduce_sum(-entropy - expected_log_prior)
-        return weights_kl + tau_kl
+        expected_log_prior = 0.5 * math.log(2.0 / math.pi) - math.log(a) - self.tau_second_moment / (2.0 * a**2)
+        return tf.reduce_sum(-entropy - expected_log_prior)
+
+    def sample_tau(self, seed):
+        """One reparameterized draw tau = exp(m + s z), z ~ N(0, 1) (stateless seed)."""
+        m, s = self._tau_posterior()
+        return tf.exp(m + s * sampling.standard_normal(tf.shape(m), seed, m.dtype))
 
     @property
     def tau(self):
         """Posterior mean of the learned prior scale, E_q[tau] = exp(m + s^2 / 2)."""
         m, s = self._tau_posterior()
         return tf.exp(m + 0.5 * s**2)
+
+    @property
+    def tau_second_moment(self):
+        """E_q[tau^2] = exp(2m + 2s^2)."""
+        m, s = self._tau_posterior()
+        return tf.exp(2.0 * m + 2.0 * s**2)
 
     def summary(self):
         return {"tau": self.tau}

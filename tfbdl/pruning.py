@@ -23,11 +23,28 @@ PRUNED_SCALE = 1e-30
 
 
 def _posteriors(model):
+    """q(w) of every stochastic weight of `model` (`BayesianLayer.weight_distributions`)."""
     return [
         posterior
         for layer in _require_bayesian_layers(model)
-        for posterior, _ in layer.variational_weights().values()
+        for posterior in layer.weight_distributions().values()
     ]
+
+
+def _prunable_posteriors(model):
+    """The variational variables of every stochastic weight, which `prune` zeroes; refused
+    for a non-centred prior, whose variables are not the weights."""
+    posteriors = []
+    for layer in _require_bayesian_layers(model):
+        for name, (posterior, term) in layer.variational_weights().items():
+            if not term.centred:
+                raise ValueError(
+                    f"prune: layer '{layer.name}' has a non-centred prior on its {name} "
+                    f"({type(term).__name__}), whose weights w = w_pop + tau * eps cannot be "
+                    "zeroed through their variables; use a centred prior to prune."
+                )
+            posteriors.append(posterior)
+    return posteriors
 
 
 def _snr(posterior):
@@ -52,7 +69,7 @@ def prune(model, snr_threshold):
         raise ValueError(
             f"prune: `snr_threshold` must be a number >= 0, got snr_threshold={snr_threshold!r}."
         )
-    posteriors = _posteriors(model)
+    posteriors = _prunable_posteriors(model)
     pruned_rho = tf.constant(_softplus_inverse(PRUNED_SCALE), tf.float32)
     pruned = total = 0
     for posterior in posteriors:

@@ -181,13 +181,13 @@ class BayesianLayer:
         """The kernel's posterior mean (what the Keras twin would call its kernel)."""
         if not self.built:
             raise AttributeError(f"Build layer '{self.name}' before accessing `kernel`.")
-        return self.kernel_posterior.loc
+        return self.weight_distributions()["kernel"].loc
 
     @property
     def bias(self):
         """The bias's posterior mean, the deterministic bias, or None without a bias."""
         if self.bias_posterior is not None:
-            return self.bias_posterior.loc
+            return self.weight_distributions()["bias"].loc
         return self._deterministic_bias
 
     def set_kl_weight(self, value):
@@ -216,23 +216,27 @@ class BayesianLayer:
         # op must still run in the compute dtype (the variational math stays float32), and
         # integer inputs are promoted to it as `keras.layers.Dense` promotes them.
         inputs = tf.cast(inputs, self.compute_dtype)
-        kernel_seed, kernel_kl_seed, bias_seed, bias_kl_seed = self._next_seeds(4)
+        kernel_seed, kernel_kl_seed, kernel_draw_seed, bias_seed, bias_kl_seed, bias_draw_seed = self._next_seeds(6)
         mode = tf.convert_to_tensor(self.forward_mode)
 
         # Each branch reads mu and sigma once, shared by the estimator and the KL (see
         # `snapshot`). The reads stay inside the branches: TensorFlow cannot differentiate a
         # branch through a custom-gradient tensor (the softplus) captured from outside it.
+        # The KL is of the variational variables; the estimator sees the weights they give
+        # (the same object but for a non-centred prior, `PriorTerm.weights`).
 
         def kernel_mean():
-            kernel = self.kernel_posterior.snapshot()
+            variables = self.kernel_posterior.snapshot()
+            kernel = self.kernel_prior_term.weights(variables)
             outputs = self.linear(inputs, tf.cast(kernel.loc, inputs.dtype))
-            return outputs, _weight_kl(kernel, self.kernel_prior_term, None, kernel_kl_seed)
+            return outputs, _weight_kl(variables, self.kernel_prior_term, None, kernel_kl_seed)
 
         def kernel_estimate_with(estimator):
             def branch():
-                kernel = self.kernel_posterior.snapshot()
+                variables = self.kernel_posterior.snapshot()
+                kernel = self.kernel_prior_term.weights(variables, kernel_draw_seed)
                 outputs, sample = estimator(self, inputs, kernel, kernel_seed)
-                return outputs, _weight_kl(kernel, self.kernel_prior_term, sample, kernel_kl_seed)
+                return outputs, _weight_kl(variables, self.kernel_prior_term, sample, kernel_kl_seed)
             return branch
 
         # `estimator` is a plain function stored on the class: read from the class, it is unbound.
@@ -243,8 +247,8 @@ class BayesianLayer:
         if self.bias_posterior is not None:  # sampled once per batch unless in POSTERIOR_MEAN mode
             bias, bias_kl = tf.cond(
                 tf.equal(mode, POSTERIOR_MEAN),
-                lambda: self._bias_and_kl(None, bias_kl_seed),
-                lambda: self._bias_and_kl(bias_seed, bias_kl_seed),
+                lambda: self._bias_and_kl(None, None, bias_kl_seed),
+                lambda: self._bias_and_kl(bias_seed, bias_draw_seed, bias_kl_seed),
             )
             kl += bias_kl
             outputs = self.add_bias(outputs, tf.cast(bias, outputs.dtype))
@@ -260,12 +264,13 @@ class BayesianLayer:
             outputs = self.activation(outputs)
         return outputs
 
-    def _bias_and_kl(self, sample_seed, kl_seed):
+    def _bias_and_kl(self, sample_seed, draw_seed, kl_seed):
         """(bias, its KL): a draw from q(b), or its mean when `sample_seed` is None."""
-        posterior = self.bias_posterior.snapshot()
-        sample = None if sample_seed is None else posterior.sample(sample_seed)
-        kl = _weight_kl(posterior, self.bias_prior_term, sample, kl_seed)
-        return (posterior.loc if sample is None else sample), kl
+        variables = self.bias_posterior.snapshot()
+        bias = self.bias_prior_term.weights(variables, draw_seed)
+        sample = None if sample_seed is None else bias.sample(sample_seed)
+        kl = _weight_kl(variables, self.bias_prior_term, sample, kl_seed)
+        return (bias.loc if sample is None else sample), kl
 
     def _report_to_calling_model(self):
         """Makes the model calling this layer report its ELBO terms (`tfbdl.elbo`); returns
@@ -281,6 +286,12 @@ class BayesianLayer:
         if self.bias_posterior is not None:
             weights["bias"] = (self.bias_posterior, self.bias_prior_term)
         return weights
+
+    def weight_distributions(self):
+        """{"kernel": q(W)}, plus "bias" when the bias is Bayesian: mean-field Normals with
+        the exact posterior mean and standard deviation of each weight (the variational
+        variables themselves, but for a non-centred prior; see `PriorTerm.weights`)."""
+        return {name: term.weights(posterior) for name, (posterior, term) in self.variational_weights().items()}
 
     def kl_divergence(self):
         """KL(q || p) of this layer's weights, unweighted.
