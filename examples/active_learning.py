@@ -49,14 +49,21 @@ STEPS_PER_EPOCH = 20
 
 
 def build_model(args, seed):
-    """Gal et al. 2017's MNIST CNN with every layer Bayesian (Flipout); outputs logits."""
+    """Gal et al. 2017's MNIST CNN, its dense layers Bayesian (Flipout) and, with
+    `--bayesian all`, its convolutions too (else plain Keras point estimates); outputs logits."""
     L = tfbdl.layers
     options = {"prior": tfbdl.priors.Gaussian(args.prior_scale),
                "posterior": tfbdl.posteriors.MeanFieldNormal(args.initial_scale)}
+
+    def conv(seed):
+        if args.bayesian == "all":
+            return L.Conv2DFlipout(32, 4, activation="relu", seed=seed, **options)
+        return keras.layers.Conv2D(32, 4, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed))
+
     model = keras.Sequential([
         keras.Input((28, 28, 1)),
-        L.Conv2DFlipout(32, 4, activation="relu", seed=seed, **options),
-        L.Conv2DFlipout(32, 4, activation="relu", seed=seed + 1, **options),
+        conv(seed),
+        conv(seed + 1),
         keras.layers.MaxPooling2D(2),
         keras.layers.Flatten(),
         L.DenseFlipout(128, activation="relu", seed=seed + 2, **options),
@@ -137,7 +144,7 @@ def summarize(curves, args, seconds):
     """Flat metrics: labels to 90% / 95% on the seed-mean curve and per seed, final accuracies."""
     metrics = {"rounds": args.rounds, "seeds": len(args.seeds), "first_seed": args.seeds[0],
                "acquire": args.acquire, "initial_labels": args.initial_per_class * 10,
-               "subset_size": args.subset_size, "evaluated_on": args.evaluate_on}
+               "subset_size": args.subset_size, "evaluated_on": args.evaluate_on, "bayesian": args.bayesian}
     for function, runs in curves.items():
         labelled = np.array([entry["labelled"] for entry in runs[0]])
         accuracy = np.array([[entry["accuracy"] for entry in run] for run in runs])
@@ -196,6 +203,8 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--prior-scale", default="1.0", help="prior std: a number or a fan-in rule")
     parser.add_argument("--initial-scale", type=float, default=1e-3, help="posterior sigma at initialization")
+    parser.add_argument("--bayesian", choices=("all", "dense"), default="all",
+                        help="which layers are Bayesian: all, or the dense ones (convolutions as point estimates)")
     parser.add_argument("--validation-size", type=int, default=5000, help="training images held out of the pool")
     parser.add_argument("--evaluate-on", choices=("test", "validation"), default="test",
                         help="'validation' for hyperparameter choice; 'test' for the reported numbers")
