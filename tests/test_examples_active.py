@@ -30,3 +30,12 @@ def test_active_learning_example_writes_figure_metrics_curves_and_logs(tmp_path)
     assert len(rows) == 1 + 2 * 2 and rows[1].startswith("bald,0,0,20,")
     runs = {path.parent.name for path in logs.rglob("events.out.tfevents.*")}
     assert {"train", "posterior"} <= runs
+
+
+def test_bayesian_option_chooses_which_layers_are_bayesian():
+    example = _example()
+    import tfbdl
+    for choice, bayesian_count in (("all", 4), ("dense", 2)):
+        model = example.build_model(example.parse_args(["--bayesian", choice]), seed=0)
+        assert len(tfbdl.bayesian_layers(model)) == bayesian_count, choice
+        assert [type(layer).__name__ for layer in model.layers][-2:] == ["DenseFlipout", "DenseFlipout"]
