@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## two moons with model.fit; TensorBoard logs in tensorboard_logs/moons
 	$(PY) examples/moons.py
 
-test: $(STAMP)  ## the default (fast) test suite
-	$(PY) -m pytest -q
+test: $(STAMP)  ## the default (fast) test suite, in two processes (pytest-xdist), one test file each at a time
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(STAMP)  ## end-to-end example fits
 	$(PY) -m pytest -q -m slow

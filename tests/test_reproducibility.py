@@ -16,7 +16,7 @@ import tensorflow as tf
 import tfbdl
 import tfbdl.runtime
 
-TIMEOUT = 120  # seconds per process; each typically takes 10-20 s on 2 shared cores
+TIMEOUT = 300  # seconds per process; each typically takes 10-20 s on 2 shared cores (a hang, not a slow run, should fail)
 
 # Layers are built WITHOUT `seed=`: their SeedGenerators, the initializers and fit's
 # shuffling must all follow from tfbdl.runtime.seed alone.

@@ -21,7 +21,7 @@ import tfbdl
 from training_support import moons, moons_model
 
 WORKER = pathlib.Path(__file__).with_name("distributed_worker.py")
-TIMEOUT = 150  # seconds per worker process; each typically finishes in 30-60 s on 2 shared cores
+TIMEOUT = 300  # seconds per worker process; each typically finishes in 30-60 s on 2 shared cores (a hang, not a slow run, should fail)
 
 
 def _environment(**extra):
