@@ -17,7 +17,7 @@ network (Flipout, N(0, 1) priors, Bayesian biases) in four variants:
 Test accuracy is the posterior predictive (100 weight samples), the mean over groups, then
 over seeds (each seed draws new data). Few-shot transfer: new groups at unseen angles with
 10 labelled points each, fitted with the hierarchical network's population weights and tau
-as an informed prior (`Informed(w_pop, sqrt(lambda^2 + tau^2))`, means started at w_pop)
+as an informed prior (`Informed(nu, sqrt(lambda^2 + E[tau^2]))` for q(w_pop) = N(nu, lambda^2), means started at w_pop)
 against from scratch (N(0, 1), Glorot start); both as independent networks per new group.
 
 Every model is trained on the same budget (Adam 0.01, --epochs, batch 100) with the honest
@@ -226,7 +226,7 @@ def fewshot(args, seed, hierarchical, logdir):
 
 
 def _informed_model(population_layers, args, seed):
-    """Independent networks per new group with prior N(w_pop, lambda^2 + tau^2), started at w_pop."""
+    """Independent networks per new group with prior N(nu, lambda^2 + E[tau^2]), started at nu."""
     priors = [(layer.kernel_prior_term.new_group_prior(), layer.bias_prior_term.new_group_prior())
               for layer in population_layers]
     x, group = keras.Input((2,)), keras.Input((), dtype="int32")
