@@ -17,8 +17,9 @@ network (Flipout, N(0, 1) priors, Bayesian biases) in four variants:
 Test accuracy is the posterior predictive (100 weight samples), the mean over groups, then
 over seeds (each seed draws new data). Few-shot transfer: new groups at unseen angles with
 10 labelled points each, fitted with the hierarchical network's population weights and tau
-as an informed prior (`Informed(nu, sqrt(lambda^2 + E[tau^2]))` for q(w_pop) = N(nu, lambda^2), means started at w_pop)
-against from scratch (N(0, 1), Glorot start); both as independent networks per new group.
+as an informed prior (`Informed(nu, sqrt(lambda^2 + E[tau^2]))` for q(w_pop) = N(nu, lambda^2),
+means started at nu) against from scratch (N(0, 1), Glorot start); both as independent
+networks per new group.
 
 Every model is trained on the same budget (Adam 0.01, --epochs, batch 100) with the honest
 per-example ELBO, NLL + KL / N (N = the number of training points the model sees). The
