@@ -4,6 +4,8 @@ import importlib.util
 import json
 import pathlib
 
+import numpy as np
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,13 @@ def test_bayesian_option_chooses_which_layers_are_bayesian():
         model = example.build_model(example.parse_args(["--bayesian", choice]), seed=0)
         assert len(tfbdl.bayesian_layers(model)) == bayesian_count, choice
         assert [type(layer).__name__ for layer in model.layers][-2:] == ["DenseFlipout", "DenseFlipout"]
+
+
+def test_architecture_option_builds_gal_or_the_small_cnn():
+    example = _example()
+    for choice, pools, kernel_weights in (("gal", 1, 513_792), ("small", 2, 93_216)):
+        model = example.build_model(example.parse_args(["--architecture", choice]), seed=0)
+        assert [type(layer).__name__ for layer in model.layers].count("MaxPooling2D") == pools, choice
+        assert model.output_shape == (None, 10)
+        kernel_means = [weight for weight in model.weights if weight.path.endswith("kernel_loc")]
+        assert len(kernel_means) == 4 and sum(int(np.prod(w.shape)) for w in kernel_means) == kernel_weights, choice
