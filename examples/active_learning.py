@@ -69,7 +69,7 @@ def build_model(args, seed):
     `--architecture gal`: Gal et al. 2017's (conv 32 4x4, conv 32 4x4, max-pool 2, dense 128,
     dense 10; 3 872 inputs to the first dense layer, 514 k Bayesian kernel weights). `small`: conv 32 5x5,
     max-pool 2, conv 32 5x5, max-pool 2, dense 128, dense 10 (512 inputs, 93 k kernel weights), the
-    benchmark's CNN: under a fifth of the weights, so far less KL to pay for with few labels.
+    benchmark's CNN with dense 128: under a fifth of the weights, so far less KL to pay for with few labels.
     """
     L = tfbdl.layers
     options = {"prior": tfbdl.priors.Gaussian(args.prior_scale),
