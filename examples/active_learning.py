@@ -47,7 +47,10 @@ range), curves.csv (every round of every run). `--full` runs the published budge
     tensorboard --logdir tensorboard_logs/active_learning
 """
 
+import concurrent.futures
 import math
+import multiprocessing
+import os
 import pathlib
 import time
 
@@ -136,9 +139,10 @@ def load_data(args):
     return x[pool], y[pool], eval_x, eval_y
 
 
-def run_one(args, function, seed, data):
-    """One active learning run; returns its curve (one dict per round)."""
-    pool_x, pool_y, eval_x, eval_y = data
+def run_one(args, function, seed, data=None):
+    """One active learning run; returns its curve (one dict per round). `data` defaults to
+    `load_data(args)` (a worker process loads it itself rather than receive the pool)."""
+    pool_x, pool_y, eval_x, eval_y = load_data(args) if data is None else data
     keras.utils.set_random_seed(seed)
     final_labelled = args.initial_per_class * 10 + (args.rounds - 1) * args.acquire
     learner = tfbdl.active.ActiveLearner(
@@ -165,7 +169,7 @@ def labels_to_reach(labelled, accuracy, threshold):
 
 def summarize(curves, args, seconds):
     """Flat metrics: labels to 90% / 95% on the seed-mean curve and per seed, final accuracies."""
-    metrics = {"rounds": args.rounds, "seeds": len(args.seeds), "first_seed": args.seeds[0],
+    metrics = {"rounds": args.rounds, "seeds": max(len(runs) for runs in curves.values()), "first_seed": args.seeds[0],
                "acquire": args.acquire, "initial_labels": args.initial_per_class * 10,
                "subset_size": args.subset_size, "evaluated_on": args.evaluate_on, "bayesian": args.bayesian,
                "architecture": args.architecture}
@@ -216,6 +220,8 @@ def parse_args(argv=None):
     parser.add_argument("--full", action="store_true", help="published budget: 100 rounds, 3 seeds")
     parser.add_argument("--rounds", type=int, default=20, help="training rounds (labels: 20, 30, ...)")
     parser.add_argument("--num-seeds", type=int, default=1, help="seeds --seed, --seed + 1, ...")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs (function x seed) trained at once, each in its own process with its share of the cores")
     parser.add_argument("--functions", nargs="+", choices=FUNCTIONS, default=list(FUNCTIONS))
     parser.add_argument("--acquire", type=int, default=10, help="images labelled per round")
     parser.add_argument("--initial-per-class", type=int, default=2, help="initial labels per class")
@@ -239,7 +245,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.full:
         args.rounds, args.num_seeds = 100, 3
-    for name in ("rounds", "num_seeds", "acquire", "steps", "batch_size", "num_samples", "test_samples"):
+    for name in ("rounds", "num_seeds", "jobs", "acquire", "steps", "batch_size", "num_samples", "test_samples"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     args.prior_scale = args.prior_scale if args.prior_scale in tfbdl.priors.FAN_SCALES else float(args.prior_scale)
@@ -247,16 +253,56 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    start = time.perf_counter()
-    data = load_data(args)
-    curves = {function: [run_one(args, function, seed, data) for seed in args.seeds] for function in args.functions}
-    metrics = summarize(curves, args, time.perf_counter() - start)
+def _limit_threads(jobs):
+    """Worker set-up: the machine's cores shared between `jobs` processes (TensorFlow would
+    give each of them every core, and the processes would contend for them)."""
+    import tensorflow as tf
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def completed_runs(args):
+    """Yields ((function, seed), curve) as each run finishes: in this process with `--jobs 1`,
+    else in `--jobs` spawned worker processes, seed by seed (all functions of the first seed
+    before the second seed, so an interrupted run has compared every function)."""
+    tasks = [(function, seed) for seed in args.seeds for function in args.functions]
+    if args.jobs == 1:
+        data = load_data(args)
+        for task in tasks:
+            yield task, run_one(args, *task, data)
+        return
+    context = multiprocessing.get_context("spawn")  # TensorFlow's threads do not survive a fork
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_limit_threads,
+                                                initargs=(args.jobs,)) as pool:
+        futures = {pool.submit(run_one, args, *task): task for task in tasks}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+
+
+def write_outputs(args, finished, seconds):
+    """Figure, curves.csv and metrics.json of the runs finished so far (rewritten after each
+    run, so a stopped run keeps its finished runs); returns the metrics."""
+    curves = {function: [finished[function, seed] for seed in args.seeds if (function, seed) in finished]
+              for function in args.functions}
+    curves = {function: runs for function, runs in curves.items() if runs}
+    metrics = summarize(curves, args, seconds)
+    metrics["runs_finished"], metrics["runs_planned"] = len(finished), len(args.seeds) * len(args.functions)
     output_dir = pathlib.Path(args.output_dir)
     common.save_figure(figure(curves), output_dir / "accuracy_vs_labels.png")
     write_curves(curves, output_dir / "curves.csv")
     common.write_metrics(output_dir, metrics)
+    return metrics
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    finished = {}
+    for task, curve in completed_runs(args):
+        finished[task] = curve
+        metrics = write_outputs(args, finished, time.perf_counter() - start)
     print(" ".join(f"{key}={value}" for key, value in metrics.items()))
     print(f"figures and metrics.json: {args.output_dir}   TensorBoard: {args.logdir}")
     return metrics

@@ -134,7 +134,8 @@ def query(model, pool_x, k, acquisition="bald", exclude=(), subset_size=None, nu
     When `subset_size` is given and smaller than the unlabelled pool, only a uniform random
     subset of that many unlabelled examples is scored (Gal et al. 2017 score a random
     subset too): the cost of a round then does not grow with the pool. `predict_kwargs`
-    go to `tfbdl.predict` (e.g. `output="logits"`).
+    go to `tfbdl.predict` (e.g. `output="logits"`). Random acquisition needs no prediction:
+    it draws `k` distinct unlabelled indices uniformly and never calls the model.
     """
     function = _acquisition_function(acquisition)
     _validation.integer(k, "k", "query", 1)
@@ -145,6 +146,8 @@ def query(model, pool_x, k, acquisition="bald", exclude=(), subset_size=None, nu
     candidates = np.setdiff1d(np.arange(len(pool_x)), np.asarray(exclude, dtype=np.int64))
     if k > len(candidates):
         raise ValueError(f"query: `k` must be at most the {len(candidates)} unlabelled pool examples, got k={k}.")
+    if function is random:
+        return rng.choice(candidates, k, replace=False)
     if subset_size is not None and subset_size < len(candidates):
         candidates = np.sort(rng.choice(candidates, subset_size, replace=False))
     predict_kwargs.setdefault("progress", False)
