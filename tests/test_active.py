@@ -66,6 +66,29 @@ def test_query_scores_a_subset_of_the_unlabelled_pool():
     assert len(set(chosen.tolist())) == 5 and not np.isin(chosen, labelled).any()
 
 
+
+class _Untouchable:
+    """A stand-in model that fails on any use."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"random acquisition used the model ({name})")
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("random acquisition called the model")
+
+
+def test_random_query_draws_distinct_unlabelled_indices_without_the_model():
+    pool = np.zeros((20, 2), dtype="float32")
+    labelled = np.arange(0, 20, 4)
+    rng = np.random.default_rng(0)
+    draws = [active.query(_Untouchable(), pool, 3, "random", exclude=labelled, subset_size=5, rng=rng)
+             for _ in range(100)]
+    for chosen in draws:
+        assert len(set(chosen.tolist())) == 3 and not np.isin(chosen, labelled).any()
+    # Uniform over the whole unlabelled pool, not over one scored subset.
+    assert set(np.concatenate(draws).tolist()) == set(range(20)) - set(labelled.tolist())
+
+
 def _build():
     model = keras.Sequential([keras.Input((2,)), tfbdl.layers.DenseFlipout(8, activation="tanh", seed=0),
                               tfbdl.layers.DenseFlipout(2, activation="softmax", seed=1)])
