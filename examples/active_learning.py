@@ -40,10 +40,14 @@ mean costs mu^2 / (2 sigma_p^2) nats.
 Writes to --output-dir: accuracy_vs_labels.png (test accuracy against labelled images,
 mean and min-max band over seeds per function), metrics.json (labels each function
 needed to reach 90% and 95% on the seed-mean curve, null if not reached, and the seeds'
-range), curves.csv (every round of every run). `--full` runs the published budget:
-100 rounds (20 to 1010 labels) and 3 seeds.
+range), curves.csv (every round of every run), rewritten after every finished run (with
+`runs_finished` of `runs_planned`), so a stopped experiment keeps its finished runs.
+`--full` runs the published budget: 100 rounds (20 to 1010 labels) and 3 seeds. `--jobs N`
+trains N runs (function x seed) at once in spawned processes, each with its share of the
+cores (on 2 cores, 2 jobs do about 1.4 times the rounds per hour of one).
 
     python examples/active_learning.py --help
+    python examples/active_learning.py --rounds 50 --num-seeds 3 --jobs 2
     tensorboard --logdir tensorboard_logs/active_learning
 """
 
