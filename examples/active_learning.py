@@ -285,11 +285,14 @@ def completed_runs(args):
             yield task, run_one(args, *task, data)
         return
     context = multiprocessing.get_context("spawn")  # TensorFlow's threads do not survive a fork
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_limit_threads,
-                                                initargs=(args.jobs,)) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_limit_threads,
+                                                  initargs=(args.jobs,))
+    try:
         futures = {pool.submit(run_one, args, *task): task for task in tasks}
         for future in concurrent.futures.as_completed(futures):
             yield futures[future], future.result()
+    finally:  # a failed run (or Ctrl-C) cancels the runs not yet started
+        pool.shutdown(cancel_futures=True)
 
 
 def write_outputs(args, finished, seconds):

@@ -4,6 +4,7 @@ import importlib
 import json
 
 import numpy as np
+import pytest
 
 TINY = ["--pool-subset", "200", "--test-subset", "100", "--subset-size", "50", "--steps", "3",
         "--num-samples", "3", "--test-samples", "2", "--validation-size", "0"]
@@ -65,3 +66,12 @@ def test_one_process_run_and_outputs_of_unfinished_runs(tmp_path):
     rows = (tmp_path / "curves.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("variation_ratios,0,0,20,")
     assert (tmp_path / "accuracy_vs_labels.png").stat().st_size > 1000
+
+
+def test_a_failing_worker_run_raises_in_main_and_writes_nothing(tmp_path):
+    # 12 pool images hold fewer than 2 of some class: balanced_indices fails inside the workers.
+    options = ["--rounds", "1", "--functions", "bald", "random", "--jobs", "2", *TINY, "--pool-subset", "12",
+               "--output-dir", str(tmp_path / "out"), "--logdir", str(tmp_path / "tb")]
+    with pytest.raises(ValueError, match="per_class"):
+        _example().main(options)
+    assert not (tmp_path / "out").exists()
