@@ -60,6 +60,7 @@ import time
 
 import keras
 import numpy as np
+import pandas as pd
 
 import common
 import tfbdl
@@ -146,7 +147,7 @@ def load_data(args):
 
 
 def run_one(args, function, seed, data=None):
-    """One active learning run; returns its curve (one dict per round). `data` defaults to
+    """One active learning run; returns its curve (one dict per round, with its seed). `data` defaults to
     `load_data(args)` (a worker process loads it itself rather than receive the pool)."""
     pool_x, pool_y, eval_x, eval_y = load_data(args) if data is None else data
     keras.utils.set_random_seed(seed)
@@ -163,8 +164,8 @@ def run_one(args, function, seed, data=None):
         entry = learner.curve[-1]
         print(f"{function:16s} seed {seed} round {entry['round']:3d} labelled {entry['labelled']:4d} "
               f"accuracy {entry['accuracy']:.4f} fit {entry['fit_seconds']:.1f}s", flush=True)
-        keras.backend.clear_session()  # the rebuilt models would otherwise pile up in Keras' graph
-    return learner.curve
+    keras.backend.clear_session()  # the next run's model would otherwise pile up in Keras' graph
+    return [dict(entry, seed=seed) for entry in learner.curve]
 
 
 def labels_to_reach(labelled, accuracy, threshold):
@@ -217,18 +218,45 @@ def figure(curves):
     return fig
 
 
+CURVE_COLUMNS = ("function", "seed", "round", "labelled", "accuracy", "fit_seconds")
+
+
 def write_curves(curves, path):
-    lines = ["function,seed_index,round,labelled,accuracy,fit_seconds"]
+    lines = [",".join(CURVE_COLUMNS)]
     for function, runs in curves.items():
-        for index, run in enumerate(runs):
-            lines += [f"{function},{index},{e['round']},{e['labelled']},{e['accuracy']:.4f},{e['fit_seconds']:.2f}"
-                      for e in run]
+        lines += [f"{function},{e['seed']},{e['round']},{e['labelled']},{e['accuracy']:.4f},{e['fit_seconds']:.2f}"
+                  for run in runs for e in run]
     common.atomic_path(path, lambda temporary: pathlib.Path(temporary).write_text("\n".join(lines) + "\n"))
+
+
+def read_curves(paths):
+    """{(function, seed): curve} from curves.csv files (e.g. of runs on several machines)."""
+    finished = {}
+    for path in paths:
+        table = pd.read_csv(path)
+        if tuple(table.columns) != CURVE_COLUMNS:
+            raise ValueError(f"--curves: {path} must have the columns {','.join(CURVE_COLUMNS)}, "
+                             f"got {','.join(table.columns)}.")
+        for (function, seed), rows in table.groupby(["function", "seed"], sort=False):
+            if (function, seed) in finished:
+                raise ValueError(f"--curves: {path} repeats the run {function} seed {seed}.")
+            finished[function, int(seed)] = rows.to_dict("records")
+    return finished
+
+
+def summarize_files(args):
+    """Figure, curves.csv and metrics.json of the runs in the `--curves` files; returns the metrics."""
+    finished = read_curves(args.curves)
+    args.functions = [function for function in FUNCTIONS if any(f == function for f, _ in finished)]
+    args.seeds = sorted({seed for _, seed in finished})
+    return write_outputs(args, finished, float("nan"))
 
 
 def parse_args(argv=None):
     parser = common.parser(NAME, __doc__)
     parser.add_argument("--full", action="store_true", help="published budget: 100 rounds, 3 seeds")
+    parser.add_argument("--curves", nargs="+", metavar="CSV",
+                        help="train nothing: summarize and plot the runs in these curves.csv files")
     parser.add_argument("--rounds", type=int, default=20, help="training rounds (labels: 20, 30, ...)")
     parser.add_argument("--num-seeds", type=int, default=1, help="seeds --seed, --seed + 1, ...")
     parser.add_argument("--jobs", type=int, default=1,
@@ -312,6 +340,8 @@ def write_outputs(args, finished, seconds):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.curves:
+        return summarize_files(args)
     start = time.perf_counter()
     finished = {}
     for task, curve in completed_runs(args):

@@ -116,6 +116,35 @@ def test_learner_runs_two_oracle_rounds_with_one_curve_entry_per_round():
     assert kl_weight == pytest.approx(1 / 9)
 
 
+
+@pytest.mark.parametrize("reset", ["weights", "rebuild"])
+def test_every_round_trains_from_the_initial_state(reset):
+    x, y = _pool()
+    seen = []
+
+    def fit(model, x, y):  # records the state each round starts from (but the KL weight), then trains
+        for layer in tfbdl.bayesian_layers(model):
+            assert float(layer.kl_weight.numpy()) == pytest.approx(1 / len(x))
+        state = [v.numpy() for v in model.variables if not v.path.endswith("kl_weight")]
+        seen.append((model, state, int(model.optimizer.iterations.numpy())))
+        _fit(model, x, y)
+
+    def build():  # the same initial weights on every call
+        keras.utils.set_random_seed(5)
+        return _build()
+
+    learner = active.ActiveLearner(build, x, y, initial=[0, 1, 2, 3], acquire=3, fit=fit, num_samples=3,
+                                   seed=0, reset=reset)
+    learner.run(rounds=3)
+    fresh = [v.numpy() for v in build().variables if not v.path.endswith("kl_weight")]
+    for model, start, iterations in seen:
+        assert iterations == 0 and len(start) == len(fresh)
+        for value, expected in zip(start, fresh):
+            np.testing.assert_array_equal(value, expected)
+    assert int(learner.model.optimizer.iterations.numpy()) > 0  # the last round did train
+    assert len({id(model) for model, _, _ in seen}) == (1 if reset == "weights" else 3)
+
+
 def test_learner_takes_labels_from_the_user_round_by_round():
     x, y = _pool()
     learner = active.ActiveLearner(_build, x, initial=[0, 1, 2], initial_labels=y[:3], acquire=4, fit=_fit,
@@ -138,6 +167,7 @@ def test_learner_takes_labels_from_the_user_round_by_round():
     (lambda: active.ActiveLearner(_build, np.zeros((5, 2)), np.zeros(5), initial=2, acquire=0), "acquire=0"),
     (lambda: active.ActiveLearner(_build, np.zeros((5, 2)), np.zeros(5), initial=[0, 9]), "outside"),
     (lambda: active.ActiveLearner("model", np.zeros((5, 2)), np.zeros(5), initial=2), "build_model"),
+    (lambda: active.ActiveLearner(_build, np.zeros((5, 2)), np.zeros(5), initial=2, reset="none"), "reset='none'"),
 ])
 def test_bad_arguments_get_clear_errors(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):

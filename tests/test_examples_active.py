@@ -66,6 +66,15 @@ def test_one_process_run_and_outputs_of_unfinished_runs(tmp_path):
     rows = (tmp_path / "curves.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("variation_ratios,0,0,20,")
     assert (tmp_path / "accuracy_vs_labels.png").stat().st_size > 1000
+    # --curves summarizes curves.csv files (here two, of other seeds) without training.
+    other = (tmp_path / "curves.csv").read_text().replace("variation_ratios,0,", "variation_ratios,7,")
+    (tmp_path / "other.csv").write_text(other)
+    merged = example.main(["--curves", str(tmp_path / "curves.csv"), str(tmp_path / "other.csv"),
+                           "--output-dir", str(tmp_path / "merged")])
+    assert (merged["seeds"], merged["runs_finished"], merged["runs_planned"]) == (2, 2, 2)
+    assert merged["final_accuracy_variation_ratios"] == pytest.approx(curve[-1]["accuracy"], abs=1e-4)
+    with pytest.raises(ValueError, match="repeats the run variation_ratios seed 0"):
+        example.main(["--curves", str(tmp_path / "curves.csv"), str(tmp_path / "curves.csv")])
 
 
 def test_a_failing_worker_run_raises_in_main_and_writes_nothing(tmp_path):

@@ -178,9 +178,14 @@ def _default_fit(model, x, y):
 class ActiveLearner:
     """The active learning loop: train, evaluate, score the pool, acquire, repeat.
 
-    Each round builds a fresh model with `build_model()` (a compiled Keras model with tfbdl
-    layers; rebuilding rather than fine-tuning, as Gal et al. 2017 retrain from scratch),
-    sets the KL weight to 1/N for the N labelled examples (`tfbdl.set_kl_weight`), trains
+    Each round trains from scratch, as Gal et al. 2017 retrain rather than fine-tune: with
+    `reset="weights"` (default) the model `build_model()` returned in the first round (a
+    compiled Keras model with tfbdl layers) is put back to its initial state, all its
+    variables (weights, random-seed states) and its optimizer's; with `reset="rebuild"`
+    `build_model()` is called every round. Resetting reuses the traced training and
+    prediction functions: every new model makes TensorFlow trace new functions, which it
+    never frees (about 50-150 MB per round for a small Bayesian CNN, TensorFlow issue
+    #80895), so a long run of rebuilt models runs out of memory. The learner then sets the KL weight to 1/N for the N labelled examples (`tfbdl.set_kl_weight`), trains
     it with `fit(model, x, y)`, records `evaluate(model)` (a dict, e.g. test accuracy) in
     `curve`, and queries the `acquire` best unlabelled examples by `acquisition`.
 
@@ -202,12 +207,13 @@ class ActiveLearner:
         subset_size: score only this many random unlabelled examples per round (None: all).
         num_samples: posterior samples per scored example (`tfbdl.predict`).
         seed: seed of the initial draw, the scored subsets and random acquisition.
+        reset: "weights" (one model, reset to its initial state each round) or "rebuild".
         predict_kwargs: passed to `tfbdl.predict` (e.g. `output="logits"`).
     """
 
     def __init__(self, build_model, pool_x, pool_y=None, initial=20, acquire=10, acquisition="bald",
                  fit=None, evaluate=None, initial_labels=None, subset_size=None, num_samples=20,
-                 seed=None, predict_kwargs=None):
+                 seed=None, predict_kwargs=None, reset="weights"):
         pool_x = np.asarray(pool_x)
         _check_pool(build_model, pool_x, pool_y, fit, evaluate)
         _acquisition_function(acquisition)
@@ -215,6 +221,8 @@ class ActiveLearner:
         _validation.integer(num_samples, "num_samples", "ActiveLearner", 1)
         if subset_size is not None:
             _validation.integer(subset_size, "subset_size", "ActiveLearner", acquire)
+        if reset not in RESETS:
+            raise ValueError(f"ActiveLearner: `reset` must be one of {RESETS}, got reset={reset!r}.")
         self._rng = np.random.default_rng(seed)
         initial = self._initial_indices(initial, len(pool_x), acquire)
         if pool_y is None and initial_labels is None:
@@ -228,7 +236,7 @@ class ActiveLearner:
         self.labelled = np.zeros(0, dtype=np.int64)
         self.labels = {}
         self.curve = []
-        self.model = None
+        self.model, self.reset, self._initial_state = None, reset, None
         self.teach(initial, initial_labels)
 
     def _initial_indices(self, initial, pool_size, acquire):
@@ -264,10 +272,22 @@ class ActiveLearner:
         """(x, y) of the labelled examples, in the order they were labelled."""
         return self.pool_x[self.labelled], np.stack([self.labels[i] for i in self.labelled.tolist()])
 
+    def fresh_model(self):
+        """The untrained model of this round: `build_model()` in the first round (and in every
+        round with reset="rebuild"), else the first round's model put back to its initial state."""
+        if self.reset == "rebuild" or self.model is None:
+            model = self.build_model()
+            if self.reset == "weights":
+                self._initial_state = _initial_state(model)
+            return model
+        for variable, value in zip(*self._initial_state):
+            variable.assign(value)
+        return self.model
+
     def train(self):
         """A fresh model trained on the labelled set with the KL weight 1/N; also `self.model`."""
         x, y = self.labelled_data()
-        model = self.build_model()
+        model = self.fresh_model()
         set_kl_weight(model, num_examples=len(x))
         start = time.perf_counter()
         self.fit(model, x, y)
@@ -301,6 +321,22 @@ class ActiveLearner:
         for _ in range(rounds):
             self.step()
         return self.curve
+
+
+RESETS = ("weights", "rebuild")
+
+
+def _initial_state(model):
+    """(variables, values): every variable of `model` (weights and seed-generator states) and
+    of its optimizer, whose slots are created here, and their current values."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(f"ActiveLearner: `build_model` must return a compiled model (model.compile(...)); "
+                         f"model {model.name!r} has no optimizer.")
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    variables = list(model.variables) + list(optimizer.variables)
+    return variables, [variable.numpy() for variable in variables]
 
 
 def _check_pool(build_model, pool_x, pool_y, fit, evaluate):
