@@ -44,7 +44,7 @@ range), curves.csv (every round of every run), rewritten after every finished ru
 `runs_finished` of `runs_planned`), so a stopped experiment keeps its finished runs.
 `--full` runs the published budget: 100 rounds (20 to 1010 labels) and 3 seeds. `--jobs N`
 trains N runs (function x seed) at once in spawned processes, each with its share of the
-cores (on 2 cores, 2 jobs do about 1.4 times the rounds per hour of one).
+cores (on 2 cores, 2 jobs did about 1.4 times the rounds per hour of one, 2026-12-06).
 
     python examples/active_learning.py --help
     python examples/active_learning.py --rounds 50 --num-seeds 3 --jobs 2
