@@ -168,6 +168,8 @@ def test_learner_takes_labels_from_the_user_round_by_round():
     (lambda: active.ActiveLearner(_build, np.zeros((5, 2)), np.zeros(5), initial=[0, 9]), "outside"),
     (lambda: active.ActiveLearner("model", np.zeros((5, 2)), np.zeros(5), initial=2), "build_model"),
     (lambda: active.ActiveLearner(_build, np.zeros((5, 2)), np.zeros(5), initial=2, reset="none"), "reset='none'"),
+    (lambda: active.ActiveLearner(lambda: keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]),
+                                  np.zeros((20, 2)), np.zeros(20), initial=2, acquire=1).step(), "compiled model"),
 ])
 def test_bad_arguments_get_clear_errors(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):

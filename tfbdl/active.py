@@ -59,6 +59,7 @@ def random(result, rng=None):
     return np.random.default_rng(rng).random(len(result.mean))
 
 
+RESETS = ("weights", "rebuild")
 ACQUISITIONS = {"bald": bald, "max_entropy": max_entropy, "variation_ratios": variation_ratios,
                 "mean_std": mean_std, "random": random}
 
@@ -183,11 +184,12 @@ class ActiveLearner:
     compiled Keras model with tfbdl layers) is put back to its initial state, all its
     variables (weights, random-seed states) and its optimizer's; with `reset="rebuild"`
     `build_model()` is called every round. Resetting reuses the traced training and
-    prediction functions: every new model makes TensorFlow trace new functions, which it
-    never frees (about 50-150 MB per round for a small Bayesian CNN, TensorFlow issue
-    #80895), so a long run of rebuilt models runs out of memory. The learner then sets the KL weight to 1/N for the N labelled examples (`tfbdl.set_kl_weight`), trains
-    it with `fit(model, x, y)`, records `evaluate(model)` (a dict, e.g. test accuracy) in
-    `curve`, and queries the `acquire` best unlabelled examples by `acquisition`.
+    prediction functions: TensorFlow never frees the functions it traces for each new model
+    (TensorFlow issue #80895; about 160 MB a round for the MNIST example's Bayesian CNN), so
+    a long run of rebuilt models runs out of memory. Each round the learner then sets the KL
+    weight to 1/N for the N labelled examples (`tfbdl.set_kl_weight`), trains it with
+    `fit(model, x, y)`, records `evaluate(model)` (a dict, e.g. test accuracy) in `curve`,
+    and queries the `acquire` best unlabelled examples by `acquisition`.
 
     Oracle mode (`pool_y` given, for experiments): `run(rounds)` labels the queried
     examples itself. Labels from a person: leave `pool_y=None`, give `initial` indices with
@@ -321,9 +323,6 @@ class ActiveLearner:
         for _ in range(rounds):
             self.step()
         return self.curve
-
-
-RESETS = ("weights", "rebuild")
 
 
 def _initial_state(model):
