@@ -245,8 +245,10 @@ def read_curves(paths):
 
 
 def summarize_files(args):
-    """Figure, curves.csv and metrics.json of the runs in the `--curves` files; returns the metrics."""
+    """Figure, curves.csv and metrics.json of the runs in the `--curves` files; returns the
+    metrics (`rounds`: the longest run's; the other settings recorded are the command line's)."""
     finished = read_curves(args.curves)
+    args.rounds = max(len(curve) for curve in finished.values())
     args.functions = [function for function in FUNCTIONS if any(f == function for f, _ in finished)]
     args.seeds = sorted({seed for _, seed in finished})
     return write_outputs(args, finished, float("nan"))
@@ -256,7 +258,8 @@ def parse_args(argv=None):
     parser = common.parser(NAME, __doc__)
     parser.add_argument("--full", action="store_true", help="published budget: 100 rounds, 3 seeds")
     parser.add_argument("--curves", nargs="+", metavar="CSV",
-                        help="train nothing: summarize and plot the runs in these curves.csv files")
+                        help="train nothing: summarize and plot the runs in these curves.csv files "
+                             "(give the options they ran with: metrics.json records them)")
     parser.add_argument("--rounds", type=int, default=20, help="training rounds (labels: 20, 30, ...)")
     parser.add_argument("--num-seeds", type=int, default=1, help="seeds --seed, --seed + 1, ...")
     parser.add_argument("--jobs", type=int, default=1,

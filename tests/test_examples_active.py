@@ -71,7 +71,7 @@ def test_one_process_run_and_outputs_of_unfinished_runs(tmp_path):
     (tmp_path / "other.csv").write_text(other)
     merged = example.main(["--curves", str(tmp_path / "curves.csv"), str(tmp_path / "other.csv"),
                            "--output-dir", str(tmp_path / "merged")])
-    assert (merged["seeds"], merged["runs_finished"], merged["runs_planned"]) == (2, 2, 2)
+    assert (merged["seeds"], merged["runs_finished"], merged["runs_planned"], merged["rounds"]) == (2, 2, 2, 1)
     assert merged["final_accuracy_variation_ratios"] == pytest.approx(curve[-1]["accuracy"], abs=1e-4)
     with pytest.raises(ValueError, match="repeats the run variation_ratios seed 0"):
         example.main(["--curves", str(tmp_path / "curves.csv"), str(tmp_path / "curves.csv")])
