@@ -66,7 +66,6 @@ def test_query_scores_a_subset_of_the_unlabelled_pool():
     assert len(set(chosen.tolist())) == 5 and not np.isin(chosen, labelled).any()
 
 
-
 class _Untouchable:
     """A stand-in model that fails on any use."""
 
@@ -114,7 +113,6 @@ def test_learner_runs_two_oracle_rounds_with_one_curve_entry_per_round():
     assert len(learner.labelled) == 14 and len(set(learner.labelled.tolist())) == 14
     kl_weight = float(tfbdl.bayesian_layers(learner.model)[0].kl_weight.numpy())
     assert kl_weight == pytest.approx(1 / 9)
-
 
 
 @pytest.mark.parametrize("reset", ["weights", "rebuild"])
